@@ -1,0 +1,63 @@
+"""Atomic file writes: a crash (or a full disk) never leaves a half-written file in place.
+
+Each writer writes to a temporary file in the target's directory, fsyncs it, then renames it over
+the target (rename is atomic on POSIX and Windows for files on the same volume).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import torch
+
+
+@contextmanager
+def atomic_open(path: str, mode: str = "w", **kwargs) -> Iterator[Any]:
+    """Open a temporary sibling of ``path`` for writing; rename it to ``path`` on success."""
+    path = os.path.abspath(path)
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, mode, **kwargs) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(directory)
+
+
+def _fsync_dir(directory: str) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    with atomic_open(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
+
+
+def atomic_write_json(path: str, obj: Any, indent: int = 2) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
+
+
+def atomic_torch_save(obj: Any, path: str) -> None:
+    with atomic_open(path, "wb") as fh:
+        torch.save(obj, fh)

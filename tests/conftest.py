@@ -1,0 +1,14 @@
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(int(os.environ.get("DPL_TEST_THREADS", "2")))
+
+from tests.helpers.tiny_clip import TinyClipSpec, write_tiny_clip  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_path(tmp_path_factory):
+    """Path of a tiny random-init CLIP saved in OpenAI's checkpoint format (ViT towers)."""
+    return write_tiny_clip(tmp_path_factory.mktemp("clip") / "tiny-clip.pt", TinyClipSpec())
