@@ -1,0 +1,280 @@
+"""Checkpoint save/load/resume, pretrained-weight loading and RNG state capture.
+
+Project deviations from real Dassl (docs/DASSL_API.md, top): checkpoints hold only tensors and plain
+Python values, are written atomically (temp file + fsync + rename; the ``checkpoint`` pointer file is
+updated only after the model file is complete), and are read with ``torch.load(weights_only=True)``.
+Legacy real-Dassl checkpoints (which pickle a scheduler object) load only with an explicit opt-in:
+``allow_unsafe=True`` or the environment variable ``DASSL_ALLOW_UNSAFE_LOAD=1``.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import shutil
+import tempfile
+import warnings
+from collections import OrderedDict
+
+import numpy as np
+import torch
+
+from .tools import mkdir_if_missing
+
+__all__ = [
+    "save_checkpoint", "load_checkpoint", "resume_from_checkpoint", "load_pretrained_weights",
+    "count_num_param", "get_rng_state", "set_rng_state", "UnsafeCheckpointError",
+]
+
+UNSAFE_LOAD_ENV = "DASSL_ALLOW_UNSAFE_LOAD"
+
+
+class UnsafeCheckpointError(pickle.UnpicklingError):
+    """A checkpoint needs full unpickling (arbitrary code) and the caller did not opt in."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Atomic writes (dassl must not depend on dpl, so this is a small local copy of the idea).
+
+def _fsync_dir(directory):
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(fpath, write_fn, mode="wb"):
+    """Call ``write_fn(fh)`` on a temp sibling of ``fpath``, fsync it, then rename it over ``fpath``."""
+    fpath = os.path.abspath(fpath)
+    directory = os.path.dirname(fpath)
+    mkdir_if_missing(directory)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(fpath) + ".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, mode) as fh:
+            write_fn(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, fpath)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(directory)
+
+
+def atomic_torch_save(obj, fpath):
+    _atomic_write(fpath, lambda fh: torch.save(obj, fh))
+
+
+def atomic_write_text(fpath, text):
+    _atomic_write(fpath, lambda fh: fh.write(text), mode="w")
+
+
+# ---------------------------------------------------------------------------------------------
+# RNG state (weights_only-safe: tensors, ints, lists, tuples).
+
+def get_rng_state():
+    """Python, numpy, torch (and CUDA) RNG states as plain lists/tensors."""
+    py_version, py_state, py_gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state = {
+        "python": [py_version, list(py_state), py_gauss],
+        "numpy": [np_name, np_keys.tolist(), int(np_pos), int(np_has_gauss), float(np_gauss)],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    """Restore what ``get_rng_state`` returned (CUDA only if saved and available)."""
+    py_version, py_state, py_gauss = state["python"]
+    random.setstate((py_version, tuple(py_state), py_gauss))
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = state["numpy"]
+    np.random.set_state((np_name, np.asarray(np_keys, dtype=np.uint32), np_pos, np_has_gauss, np_gauss))
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        cuda_states = state["cuda"]
+        if len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_states)
+
+
+# ---------------------------------------------------------------------------------------------
+# Save / load / resume.
+
+def _strip_module_prefix(state_dict):
+    new_state_dict = OrderedDict()
+    for k, v in state_dict.items():
+        if k.startswith("module."):
+            k = k[7:]
+        new_state_dict[k] = v
+    return new_state_dict
+
+
+def save_checkpoint(state, save_dir, is_best=False, remove_module_from_keys=True, model_name=""):
+    """Write ``state`` to ``save_dir/<model_name or model.pth.tar-<epoch>>`` and point
+    ``save_dir/checkpoint`` at it.
+
+    Both writes are atomic and in that order, so a crash at any moment leaves the previous
+    checkpoint (and the pointer naming it) loadable. ``state`` must hold only tensors and plain
+    Python values; it is verified by reading it back with ``weights_only=True`` semantics on load.
+    """
+    mkdir_if_missing(save_dir)
+    if remove_module_from_keys:
+        state = dict(state)
+        state["state_dict"] = _strip_module_prefix(state["state_dict"])
+
+    fname = model_name if model_name else "model.pth.tar-" + str(state["epoch"])
+    fpath = os.path.join(save_dir, fname)
+    atomic_torch_save(state, fpath)
+    print("Checkpoint saved to {}".format(fpath))
+
+    atomic_write_text(os.path.join(save_dir, "checkpoint"), "{}\n".format(os.path.basename(fpath)))
+
+    if is_best:
+        best_fpath = os.path.join(os.path.dirname(fpath), "model-best.pth.tar")
+        _atomic_write(best_fpath, lambda fh: _copy_into(fpath, fh))
+        print('Best checkpoint saved to "{}"'.format(best_fpath))
+
+
+def _copy_into(src, fh):
+    with open(src, "rb") as f:
+        shutil.copyfileobj(f, fh)
+
+
+def _unsafe_allowed(allow_unsafe):
+    if allow_unsafe is not None:
+        return bool(allow_unsafe)
+    return os.environ.get(UNSAFE_LOAD_ENV, "") not in ("", "0", "false", "False")
+
+
+def load_checkpoint(fpath, allow_unsafe=None):
+    """Load a checkpoint dict with ``torch.load(weights_only=True)``.
+
+    A legacy checkpoint that needs full unpickling (real Dassl pickles its warm-up scheduler) is
+    refused with UnsafeCheckpointError unless ``allow_unsafe=True`` or ``DASSL_ALLOW_UNSAFE_LOAD=1``;
+    with the opt-in it loads with a warning. Only opt in for files you trust.
+    """
+    if fpath is None:
+        raise ValueError("File path is None")
+    fpath = os.path.abspath(os.path.expanduser(fpath))
+    if not os.path.exists(fpath):
+        raise FileNotFoundError('File is not found at "{}"'.format(fpath))
+    map_location = None if torch.cuda.is_available() else "cpu"
+
+    try:
+        try:
+            return torch.load(fpath, map_location=map_location, weights_only=True)
+        except UnicodeDecodeError:
+            return torch.load(fpath, map_location=map_location, weights_only=True, encoding="latin1")
+    except pickle.UnpicklingError as err:
+        if not _unsafe_allowed(allow_unsafe):
+            print('Unable to load checkpoint from "{}"'.format(fpath))
+            raise UnsafeCheckpointError(
+                'Checkpoint "{}" contains pickled Python objects (e.g. a scheduler saved by real '
+                "Dassl) and was refused by torch.load(weights_only=True) ({}); if you trust this "
+                "file, set {}=1 to load it anyway.".format(
+                    fpath, str(err).splitlines()[0] if str(err) else type(err).__name__, UNSAFE_LOAD_ENV)
+            ) from None
+    except Exception:
+        print('Unable to load checkpoint from "{}"'.format(fpath))
+        raise
+
+    warnings.warn(
+        'Loading "{}" with full unpickling ({} / allow_unsafe): this can run arbitrary code; '
+        "only do this for files you trust.".format(fpath, UNSAFE_LOAD_ENV)
+    )
+    try:
+        return torch.load(fpath, map_location=map_location, weights_only=False)
+    except Exception:
+        print('Unable to load checkpoint from "{}"'.format(fpath))
+        raise
+
+
+def resume_from_checkpoint(fdir, model, optimizer=None, scheduler=None, allow_unsafe=None):
+    """Resume from the file named in ``fdir/checkpoint``; return the stored epoch (the start epoch).
+
+    Loads the model strictly, then optimizer and scheduler if given, and restores the RNG states
+    saved under ``rng_state`` so a resumed CPU run repeats an uninterrupted one.
+    """
+    pointer = os.path.join(fdir, "checkpoint")
+    if not os.path.isfile(pointer):
+        raise FileNotFoundError(
+            'No "checkpoint" file in "{}"; it names the file to resume from. Delete the folder to '
+            "train from scratch.".format(fdir)
+        )
+    with open(pointer, "r") as checkpoint:
+        model_name = checkpoint.readlines()[0].strip("\n")
+        fpath = os.path.join(fdir, model_name)
+
+    print('Loading checkpoint from "{}"'.format(fpath))
+    checkpoint = load_checkpoint(fpath, allow_unsafe=allow_unsafe)
+    model.load_state_dict(checkpoint["state_dict"])
+    print("Loaded model weights")
+
+    if optimizer is not None and checkpoint.get("optimizer") is not None:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        print("Loaded optimizer")
+
+    if scheduler is not None and checkpoint.get("scheduler") is not None:
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        print("Loaded scheduler")
+
+    if checkpoint.get("rng_state") is not None:
+        set_rng_state(checkpoint["rng_state"])
+
+    start_epoch = checkpoint["epoch"]
+    print("Previous epoch: {}".format(start_epoch))
+    return start_epoch
+
+
+def load_pretrained_weights(model, weight_path):
+    """Copy the weights of ``weight_path`` whose names and shapes match into ``model``."""
+    checkpoint = load_checkpoint(weight_path)
+    state_dict = checkpoint["state_dict"] if "state_dict" in checkpoint else checkpoint
+
+    model_dict = model.state_dict()
+    new_state_dict = OrderedDict()
+    matched_layers, discarded_layers = [], []
+    for k, v in _strip_module_prefix(state_dict).items():
+        if k in model_dict and model_dict[k].size() == v.size():
+            new_state_dict[k] = v
+            matched_layers.append(k)
+        else:
+            discarded_layers.append(k)
+
+    model_dict.update(new_state_dict)
+    model.load_state_dict(model_dict)
+
+    if len(matched_layers) == 0:
+        warnings.warn(
+            "Cannot load {} (check the key names manually)".format(weight_path)
+        )
+    else:
+        print("Successfully loaded pretrained weights from {}".format(weight_path))
+        if len(discarded_layers) > 0:
+            print("Layers discarded due to unmatched keys or size: {}".format(discarded_layers))
+
+
+def count_num_param(model=None, params=None):
+    """Number of parameters of ``model`` (or of the iterable ``params``)."""
+    if model is not None:
+        return sum(p.numel() for p in model.parameters())
+    if params is not None:
+        total = 0
+        for p in params:
+            if isinstance(p, dict):
+                total += sum(q.numel() for q in p["params"])
+            else:
+                total += p.numel()
+        return total
+    raise ValueError("count_num_param() needs a model or params; got neither.")

@@ -1,0 +1,214 @@
+"""CoOp's split rules and split-file format, written once for every dataset.
+
+* ``read_split`` / ``save_split``: ``split_zhou_<Name>.json`` = ``{"train"|"val"|"test": [[relative
+  path, label, classname], ...]}``, paths relative to a prefix folder, written with Dassl's
+  ``write_json`` layout (indent 4).
+* ``split_trainval`` (80/20 per class) and ``split_per_class`` (50/20/30 per class): the builders
+  used when a dataset has no split file yet; they draw from Python's global ``random`` in exactly
+  CoOp's order, so a seeded run rebuilds CoOp's split from the same file listing.
+* ``subsample_classes``: the base/new protocol.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+from collections import defaultdict
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+from dassl.data.datasets import Datum
+from dassl.utils import listdir_nohidden
+
+from datasets.errors import DOCS, DatasetFormatError, DatasetLayoutError
+from dpl.io import atomic_write_text
+
+SPLIT_KEYS = ("train", "val", "test")
+Record = Tuple[str, int, str]  # (absolute image path, label, classname)
+
+
+def make_datums(records: Sequence[Record], source: str, where: Optional[Sequence[str]] = None) -> List[Datum]:
+    """Check once that every image exists, then build the ``Datum`` list.
+
+    ``source`` is the file the records came from; ``where[i]`` says where record i sits in it
+    (e.g. ``"line 12"``), for the error naming the first missing image and the count.
+    """
+    missing = [i for i, (impath, _, _) in enumerate(records) if not os.path.isfile(impath)]
+    if missing:
+        first = missing[0]
+        at = f" ({where[first]})" if where else ""
+        raise DatasetLayoutError(
+            f"{source} lists {len(missing)} image file(s) that do not exist, e.g. {records[first][0]}{at}; "
+            f"check that DATASET.ROOT points at the folder holding this dataset and that its images are "
+            f"extracted as {DOCS} shows."
+        )
+    return [Datum(impath=impath, label=label, classname=classname) for impath, label, classname in records]
+
+
+# ---------------------------------------------------------------------------------------------
+# split_zhou_<Name>.json
+
+
+def read_split(filepath: str, path_prefix: str) -> Tuple[List[Datum], List[Datum], List[Datum]]:
+    """Read a CoOp split file; image paths are joined to ``path_prefix``. Returns (train, val, test)."""
+    print(f"Reading split from {filepath}")
+    split = _load_split_json(filepath)
+    records, where = [], []
+    for key in SPLIT_KEYS:
+        for i, (relpath, label, classname) in enumerate(split[key]):
+            records.append((os.path.join(path_prefix, relpath), label, classname))
+            where.append(f"{key} entry {i}: {json.dumps([relpath, label, classname])}")
+    datums = make_datums(records, f"Split file {filepath}", where)
+    sizes = [len(split[key]) for key in SPLIT_KEYS]
+    return datums[: sizes[0]], datums[sizes[0] : sizes[0] + sizes[1]], datums[sizes[0] + sizes[1] :]
+
+
+def _load_split_json(filepath: str) -> Dict[str, List[Record]]:
+    fix = f"replace it with CoOp's original file (see {DOCS})"
+    try:
+        with open(filepath, "r") as fh:
+            split = json.load(fh)
+    except json.JSONDecodeError as err:
+        raise DatasetFormatError(
+            f"Split file {filepath} is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}); {fix}."
+        ) from None
+    if not isinstance(split, dict):
+        raise DatasetFormatError(f"Split file {filepath} holds a {type(split).__name__}, not a dict with "
+                                 f"keys {list(SPLIT_KEYS)}; {fix}.")
+    out = {}
+    for key in SPLIT_KEYS:
+        entries = split.get(key)
+        if not isinstance(entries, list):
+            raise DatasetFormatError(
+                f"Split file {filepath} has no {key!r} list (its keys are {sorted(split)}); {fix}."
+            )
+        out[key] = [_parse_entry(entry, filepath, f"{key} entry {i}", fix) for i, entry in enumerate(entries)]
+    return out
+
+
+def _parse_entry(entry, filepath: str, where: str, fix: str) -> Record:
+    if isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str) and isinstance(entry[2], str):
+        try:
+            return entry[0], int(entry[1]), entry[2]
+        except (TypeError, ValueError):
+            pass
+    raise DatasetFormatError(
+        f"Split file {filepath}: {where} is {json.dumps(entry)}, but every entry must be "
+        f"[relative image path, integer label, class name]; {fix}."
+    )
+
+
+def save_split(train, val, test, filepath: str, path_prefix: str) -> None:
+    """Write a CoOp split file (paths made relative to ``path_prefix``), atomically."""
+
+    def relative(impath: str) -> str:
+        if impath.startswith(path_prefix):
+            impath = impath[len(path_prefix):]
+        return impath[1:] if impath.startswith(("/", os.sep)) else impath
+
+    split = {
+        key: [[relative(item.impath), item.label, item.classname] for item in items]
+        for key, items in zip(SPLIT_KEYS, (train, val, test))
+    }
+    # Dassl's write_json layout, so the file diffs cleanly against CoOp's.
+    atomic_write_text(filepath, json.dumps(split, indent=4, separators=(",", ": ")))
+    print(f"Saved split to {filepath}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Split builders (used only when the split file does not exist yet)
+
+
+def split_trainval(trainval: Sequence[Datum], p_val: float = 0.2) -> Tuple[List[Datum], List[Datum]]:
+    """Per label (first-appearance order): shuffle, the first ``round(n * p_val)`` go to val."""
+    print(f"Splitting trainval into {1 - p_val:.0%} train and {p_val:.0%} val")
+    by_label = defaultdict(list)
+    for idx, item in enumerate(trainval):
+        by_label[item.label].append(idx)
+    train, val = [], []
+    for label, idxs in by_label.items():
+        n_val = round(len(idxs) * p_val)
+        if n_val <= 0:
+            raise DatasetFormatError(
+                f"Class {label} ({trainval[idxs[0]].classname!r}) has only {len(idxs)} train+val image(s), "
+                f"too few to hold out {p_val:.0%} for validation; use CoOp's split file for this dataset "
+                f"(see {DOCS})."
+            )
+        random.shuffle(idxs)
+        val.extend(trainval[idx] for idx in idxs[:n_val])
+        train.extend(trainval[idx] for idx in idxs[n_val:])
+    return train, val
+
+
+def split_per_class(
+    groups: Iterable[Tuple[int, str, List[str]]], p_trn: float = 0.5, p_val: float = 0.2
+) -> Tuple[List[Datum], List[Datum], List[Datum]]:
+    """Split each class's images ``p_trn`` / ``p_val`` / rest after a ``random.shuffle``.
+
+    ``groups`` yields ``(label, classname, image paths)`` in the order CoOp visits the classes; each
+    path list is shuffled in place. Counts use Python's ``round`` (banker's rounding), as CoOp.
+    """
+    print(f"Splitting into {p_trn:.0%} train, {p_val:.0%} val, and {1 - p_trn - p_val:.0%} test")
+    train, val, test = [], [], []
+    for label, classname, impaths in groups:
+        random.shuffle(impaths)
+        n_train = round(len(impaths) * p_trn)
+        n_val = round(len(impaths) * p_val)
+        if n_train <= 0 or n_val <= 0 or len(impaths) - n_train - n_val <= 0:
+            raise DatasetFormatError(
+                f"Class {classname!r} has only {len(impaths)} image(s), too few for a "
+                f"{p_trn:.0%}/{p_val:.0%}/rest split; use CoOp's split file for this dataset (see {DOCS})."
+            )
+        bounds = ((train, 0, n_train), (val, n_train, n_train + n_val), (test, n_train + n_val, None))
+        for out, start, stop in bounds:
+            out.extend(Datum(impath=p, label=label, classname=classname) for p in impaths[start:stop])
+    return train, val, test
+
+
+def read_and_split_data(image_dir: str, p_trn: float = 0.5, p_val: float = 0.2, ignored=(), new_cnames=None):
+    """One folder per class under ``image_dir``; label = index in the sorted folder names.
+
+    Folders in ``ignored`` are skipped; ``new_cnames`` renames folders to class names. Images keep
+    ``os.listdir`` order before the shuffle, exactly as CoOp (DTD, Caltech101, EuroSAT, Food101).
+    """
+    categories = sorted(
+        c for c in listdir_nohidden(image_dir) if c not in ignored and os.path.isdir(os.path.join(image_dir, c))
+    )
+
+    def groups():
+        for label, category in enumerate(categories):
+            category_dir = os.path.join(image_dir, category)
+            impaths = [os.path.join(category_dir, name) for name in listdir_nohidden(category_dir)]
+            yield label, (new_cnames or {}).get(category, category), impaths
+
+    return split_per_class(groups(), p_trn, p_val)
+
+
+# ---------------------------------------------------------------------------------------------
+# Base-to-new protocol
+
+SUBSAMPLE_CHOICES = ("all", "base", "new")
+
+
+def subsample_classes(*args, subsample: str = "all"):
+    """Keep the base (first ceil(n/2) sorted labels of ``args[0]``) or new classes, relabelled from 0.
+
+    ``"all"`` returns ``args`` untouched. Otherwise each dataset in ``args`` keeps only the selected
+    labels, as fresh ``Datum`` objects (domain reset to 0), and a list is returned.
+    """
+    if subsample not in SUBSAMPLE_CHOICES:
+        raise ValueError(
+            f"DATASET.SUBSAMPLE_CLASSES is {subsample!r}; set it to one of {list(SUBSAMPLE_CHOICES)}."
+        )
+    if subsample == "all":
+        return args
+    labels = sorted({item.label for item in args[0]})
+    m = math.ceil(len(labels) / 2)
+    print(f"SUBSAMPLE {subsample.upper()} CLASSES!")
+    selected = labels[:m] if subsample == "base" else labels[m:]
+    relabel = {old: new for new, old in enumerate(selected)}
+    return [
+        [Datum(impath=item.impath, label=relabel[item.label], classname=item.classname)
+         for item in dataset if item.label in relabel]
+        for dataset in args
+    ]

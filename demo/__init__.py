@@ -1,0 +1,1 @@
+"""Offline demo: a procedural image–caption world, a micro-CLIP pretrained on it, demo datasets."""

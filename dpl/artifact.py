@@ -1,0 +1,187 @@
+"""The search artifact ``prompt_config.json``: derive, save, load and validate (METHOD.md §4).
+
+The search stage writes one JSON file; the train stage reads it. Nothing else passes between them.
+Schema version 1::
+
+    {"schema": "dpl-prompt-config/1", "backbone": str, "text": BRANCH, "vision": BRANCH,
+     "history_file": "alpha_history.json", "provenance": {...}}
+    BRANCH = {"num_blocks", "width", "options", "lengths", "alpha", "probs", "dominant"}
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Mapping, Optional, Sequence
+
+import torch
+
+from dpl.io import atomic_write_json
+
+SCHEMA = "dpl-prompt-config/1"
+BRANCHES = ("text", "vision")
+PROVENANCE_KEYS = (
+    "dataset", "subsample_classes", "num_shots", "seed", "epochs_run", "max_epoch",
+    "early_stopped", "config_hash", "code_version", "created",
+)
+
+
+class ArtifactError(ValueError):
+    """A prompt_config.json is missing, malformed, or does not fit the loaded model."""
+
+
+def check_options(options: Sequence[int], what: str = "options") -> list:
+    """Options must be distinct non-negative ints in increasing order, starting with 0."""
+    opts = [int(o) for o in options]
+    if not opts or opts[0] != 0 or any(b <= a for a, b in zip(opts, opts[1:])):
+        raise ValueError(
+            f"{what} must be a sorted list of distinct context lengths starting with 0 "
+            f"(e.g. [0, 2, 4, 6]); got {list(options)}."
+        )
+    return opts
+
+
+def derive_lengths(alpha: torch.Tensor, options: Sequence[int]) -> list:
+    """Per block ``options[argmax alpha_i]``; ties go to the shorter prompt (the earlier option)."""
+    rows = alpha.detach().float().cpu().tolist()
+    lengths = []
+    for row in rows:
+        best = max(row)
+        lengths.append(int(options[row.index(best)]))  # first maximum = shortest option
+    return lengths
+
+
+def dominant_flags(probs: torch.Tensor, threshold: float) -> list:
+    """A block is single-dominant when its top softmax weight is at least ``threshold``."""
+    return [bool(p >= threshold) for p in probs.max(dim=1).values.tolist()]
+
+
+def branch_summary(alpha: torch.Tensor, options: Sequence[int], width: int, threshold: float) -> dict:
+    """The BRANCH object of the schema for one encoder; ``alpha`` is (num_blocks, num_options)."""
+    alpha = alpha.detach().float().cpu()
+    probs = alpha.softmax(dim=1)
+    return {
+        "num_blocks": int(alpha.shape[0]),
+        "width": int(width),
+        "options": [int(o) for o in options],
+        "lengths": derive_lengths(alpha, options),
+        "alpha": alpha.tolist(),
+        "probs": probs.tolist(),
+        "dominant": dominant_flags(probs, threshold),
+    }
+
+
+def build_artifact(backbone: str, text: dict, vision: dict, provenance: Mapping,
+                   history_file: str = "alpha_history.json") -> dict:
+    art = {
+        "schema": SCHEMA,
+        "backbone": backbone,
+        "text": text,
+        "vision": vision,
+        "history_file": history_file,
+        "provenance": {k: provenance.get(k) for k in PROVENANCE_KEYS},
+    }
+    extra = {k: v for k, v in provenance.items() if k not in PROVENANCE_KEYS}
+    art["provenance"].update(extra)
+    validate_artifact(art, "<new artifact>")
+    return art
+
+
+def save_artifact(path: str, artifact: dict) -> None:
+    validate_artifact(artifact, path)
+    atomic_write_json(path, artifact)
+
+
+def load_artifact(path: str, dims: Optional[Mapping] = None) -> dict:
+    """Read and validate ``path``; with ``dims`` (``dpl.model.model_dims(clip)``), check it fits.
+
+    Raises ArtifactError naming the file and the mismatch.
+    """
+    if not path:
+        raise ArtifactError(
+            "No prompt configuration given: set TRAINER.DPL.CONFIG_FILE to a prompt_config.json "
+            "written by DPLSearch, or give a manual configuration (TRAINER.DPL.MANUAL.*)."
+        )
+    if not os.path.isfile(path):
+        raise ArtifactError(
+            f"Prompt configuration {path} does not exist. Run the search first "
+            "(scripts/dpl/search.sh DATASET SEED) or fix TRAINER.DPL.CONFIG_FILE."
+        )
+    try:
+        with open(path, encoding="utf-8") as fh:
+            art = json.load(fh)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"Prompt configuration {path} is not valid JSON: {exc}.") from exc
+    validate_artifact(art, path)
+    if dims is not None:
+        check_fits(art, dims, path)
+    return art
+
+
+def validate_artifact(art, source: str) -> None:
+    """Schema checks that need no model. Raises ArtifactError naming ``source``."""
+    def fail(msg):
+        raise ArtifactError(f"Prompt configuration {source}: {msg}")
+
+    if not isinstance(art, dict):
+        fail("the top level must be a JSON object.")
+    if art.get("schema") != SCHEMA:
+        fail(f"schema is {art.get('schema')!r}, this code reads {SCHEMA!r}. Re-run the search with "
+             "this version of the code, or use the version that wrote the file.")
+    for name in BRANCHES:
+        br = art.get(name)
+        if not isinstance(br, dict):
+            fail(f"missing the {name!r} branch object.")
+        for key in ("num_blocks", "width", "options", "lengths"):
+            if key not in br:
+                fail(f"{name}.{key} is missing.")
+        n = br["num_blocks"]
+        if not isinstance(n, int) or n < 0:
+            fail(f"{name}.num_blocks must be a non-negative integer, got {n!r}.")
+        lengths = br["lengths"]
+        if not isinstance(lengths, list) or len(lengths) != n:
+            fail(f"{name}.lengths must list one length per block ({n}), got {lengths!r}.")
+        bad = [v for v in lengths if not isinstance(v, int) or isinstance(v, bool) or v < 0]
+        if bad:
+            fail(f"{name}.lengths must be integers >= 0, got {bad[0]!r}.")
+        for key in ("alpha", "probs"):
+            rows = br.get(key)
+            if rows is None:
+                continue
+            if len(rows) != n or any(len(r) != len(br["options"]) for r in rows):
+                fail(f"{name}.{key} must be {n} rows of {len(br['options'])} values.")
+            if any(not math.isfinite(v) for r in rows for v in r):
+                fail(f"{name}.{key} contains a non-finite value.")
+
+
+def check_fits(art: Mapping, dims: Mapping, source: str) -> None:
+    """Block counts and widths of the artifact must equal those of the loaded model."""
+    for name in BRANCHES:
+        have, want = art[name], dims[name]
+        if have["num_blocks"] != want["num_blocks"] or have["width"] != want["width"]:
+            raise ArtifactError(
+                f"Prompt configuration {source} was searched for a model with {name} encoder "
+                f"{have['num_blocks']} blocks x width {have['width']} (backbone "
+                f"{art.get('backbone')!r}), but the loaded model has {want['num_blocks']} blocks x "
+                f"width {want['width']}. Use an artifact searched with this backbone."
+            )
+
+
+def lengths_from_artifact(art: Mapping) -> tuple:
+    return list(art["text"]["lengths"]), list(art["vision"]["lengths"])
+
+
+def fixed_artifact(backbone: str, dims: Mapping, text_lengths: Sequence[int],
+                   vision_lengths: Sequence[int], provenance: Mapping) -> dict:
+    """An artifact for a configuration that was not searched (e.g. a manual/uniform baseline).
+
+    It has no α; its option list is simply the distinct lengths (with 0)."""
+    def branch(name, lengths):
+        return {
+            "num_blocks": int(dims[name]["num_blocks"]),
+            "width": int(dims[name]["width"]),
+            "options": sorted({0, *(int(v) for v in lengths)}),
+            "lengths": [int(v) for v in lengths],
+        }
+    return build_artifact(backbone, branch("text", text_lengths), branch("vision", vision_lengths),
+                          provenance, history_file="")

@@ -1,0 +1,222 @@
+"""Prompted attention inside one frozen open_clip residual block (METHOD.md §2, §7).
+
+A prompt ``P`` (c, width) of block i is an extra set of key/value tokens: the queries are the L real
+tokens only, keys/values are ``LN1`` of the real tokens together with ``LN1(P)``. Every query may see
+every prompt token; the block's own mask (causal for text) applies among the real tokens. Prompt
+outputs are never computed, so the sequence length never changes.
+
+Public functions (all batch-first; x is ``(batch, L, width)``):
+
+- ``prompted_block(block, x, prompt, mask, prompt_pos)``: one block with one prompt (train stage).
+- ``supernet_block(block, x, prompts, weights, mask, prompt_pos, impl)``: one block whose attention
+  output is ``sum_k weights[k] * Attn(Q, KV_k)`` (search stage), then the MLP once.
+- ``mixed_attention_reference`` / ``mixed_attention_fused``: the two implementations of that mixture.
+  The reference runs one full ``nn.MultiheadAttention`` call per option. The fused one projects the
+  real tokens and scores token against token once, scores every option's prompt keys once, and
+  combines each option's softmax exactly from per-option partial sums (log-sum-exp with a per-option
+  running max), then applies the output projection once (it is linear).
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+IMPLS = ("fused", "reference")
+
+
+# ----------------------------------------------------------------------------------------------
+# Checks and small helpers
+# ----------------------------------------------------------------------------------------------
+def check_block(block: nn.Module) -> None:
+    """Raise if ``block`` is not an open_clip block with a plain packed ``nn.MultiheadAttention``."""
+    attn = getattr(block, "attn", None)
+    for name in ("ln_1", "ln_2", "mlp"):
+        if not hasattr(block, name):
+            raise TypeError(f"{type(block).__name__} has no `{name}`; prompted blocks need open_clip's "
+                            "ResidualAttentionBlock (ln_1, attn, ln_2, mlp).")
+    if not isinstance(attn, nn.MultiheadAttention):
+        raise TypeError(f"{type(block).__name__}.attn is {type(attn).__name__}, not "
+                        "nn.MultiheadAttention; custom-attention open_clip blocks are not supported.")
+    if not attn._qkv_same_embed_dim or attn.bias_k is not None or attn.add_zero_attn:
+        raise TypeError("Prompted blocks need nn.MultiheadAttention with packed in_proj_weight, "
+                        "no bias_k/bias_v and add_zero_attn=False (as in CLIP).")
+
+
+def additive_mask(mask: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
+    """(L, S) mask -> additive float mask; a bool mask marks *blocked* positions (PyTorch's rule)."""
+    if mask is None:
+        return None
+    if mask.dtype == torch.bool:
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(mask, float("-inf"))
+    return mask.to(dtype)
+
+
+def insert_prompts(tokens: torch.Tensor, prompts: torch.Tensor, pos: int) -> torch.Tensor:
+    """Insert ``prompts`` (B, c, W) into ``tokens`` (B, L, W) before index ``pos`` -> (B, L+c, W)."""
+    return torch.cat([tokens[:, :pos], prompts, tokens[:, pos:]], dim=1)
+
+
+def prompt_kv_mask(mask: Optional[torch.Tensor], num_prompts: int, pos: int) -> Optional[torch.Tensor]:
+    """Extend an additive (L, L) mask over real keys to (L, L+c): prompt columns (at ``pos``) are 0.
+
+    That is, every query may attend to every prompt token; the real-token mask is unchanged.
+    """
+    if mask is None:
+        return None
+    visible = mask.new_zeros(mask.shape[0], num_prompts)
+    return torch.cat([mask[:, :pos], visible, mask[:, pos:]], dim=1)
+
+
+def _has_tokens(prompt: Optional[torch.Tensor]) -> bool:
+    return prompt is not None and prompt.shape[0] > 0
+
+
+def _mha(attn: nn.MultiheadAttention, q: torch.Tensor, kv: torch.Tensor,
+         mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """``attn(q, kv, kv)`` for batch-first tensors whatever ``attn.batch_first`` is."""
+    if not attn.batch_first:
+        q, kv = q.transpose(0, 1), kv.transpose(0, 1)
+    out = attn(q, kv, kv, need_weights=False, attn_mask=mask)[0]
+    return out if attn.batch_first else out.transpose(0, 1)
+
+
+def _mlp_residual(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return x + block.ls_2(block.mlp(block.ln_2(x)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Single prompt per block (fixed configuration)
+# ----------------------------------------------------------------------------------------------
+def prompted_attention(block: nn.Module, h: torch.Tensor, prompt: Optional[torch.Tensor],
+                       mask: Optional[torch.Tensor] = None, prompt_pos: int = 1) -> torch.Tensor:
+    """Attention output (before the residual) for queries ``h = LN1(x)`` (B, L, W).
+
+    prompt: raw prompt tokens (c, W) or None; they get ``LN1`` here. mask: (L, L) over real tokens.
+    prompt_pos: where the prompts sit in the key sequence (text: 1, after SOS; image: L). The
+    position does not change the result (attention is a set operation over keys); it is kept so the
+    key sequence is literally the one METHOD.md §2 describes.
+    """
+    mask = additive_mask(mask, h.dtype)
+    if not _has_tokens(prompt):
+        return _mha(block.attn, h, h, mask)
+    p = block.ln_1(prompt.to(h.dtype)).unsqueeze(0).expand(h.shape[0], -1, -1)  # (B, c, W)
+    kv = insert_prompts(h, p, prompt_pos)
+    return _mha(block.attn, h, kv, prompt_kv_mask(mask, prompt.shape[0], prompt_pos))
+
+
+def prompted_block(block: nn.Module, x: torch.Tensor, prompt: Optional[torch.Tensor] = None,
+                   mask: Optional[torch.Tensor] = None, prompt_pos: int = 1) -> torch.Tensor:
+    """One frozen block with key/value prompts: (B, L, W) -> (B, L, W).
+
+    A missing or zero-length prompt runs the frozen block itself (exactly CLIP).
+    """
+    if not _has_tokens(prompt):
+        return block(x, attn_mask=mask)
+    x = x + block.ls_1(prompted_attention(block, block.ln_1(x), prompt, mask, prompt_pos))
+    return _mlp_residual(block, x)
+
+
+# ----------------------------------------------------------------------------------------------
+# Mixture of options per block (supernet)
+# ----------------------------------------------------------------------------------------------
+def mixed_attention_reference(block: nn.Module, h: torch.Tensor,
+                              prompts: Sequence[Optional[torch.Tensor]], weights: torch.Tensor,
+                              mask: Optional[torch.Tensor] = None, prompt_pos: int = 1) -> torch.Tensor:
+    """``sum_k weights[k] * Attn(h, KV_k)`` with one full attention call per option (B, L, W).
+
+    prompts[k]: raw prompt of option k (c_k, W), or None / empty for "no prompt".
+    weights: (K,) mixture weights (softmax of the block's α row).
+    """
+    out = 0
+    for k, prompt in enumerate(prompts):
+        out = out + weights[k].to(h.dtype) * prompted_attention(block, h, prompt, mask, prompt_pos)
+    return out
+
+
+def mixed_attention_fused(attn: nn.MultiheadAttention, h: torch.Tensor, prompt_h: torch.Tensor,
+                          segment: torch.Tensor, weights: torch.Tensor,
+                          mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The same mixture as ``mixed_attention_reference``, sharing all real-token work.
+
+    h: (B, L, W) queries/real keys, already ``LN1``. prompt_h: (P, W) the prompts of all options
+    concatenated, already ``LN1``. segment: (P,) long, the option index of each prompt token.
+    weights: (K,). mask: (L, L) over real tokens (bool or additive).
+
+    For option k with running max ``m_k`` (per query and head), its softmax denominator is
+    ``Z_k = exp(m0 - m_k) * sum_j exp(s_j - m0) + sum_{p in k} exp(s_p - m_k)``, so the mixture is
+    ``(R * e0) @ V + (r_seg * e_p) @ V_p`` with ``r_k = w_k / Z_k`` and
+    ``R = sum_k r_k exp(m0 - m_k)``. Every ``m_k`` is the max over what option k sees, so nothing
+    underflows; the maxima are constants of the exact result and are detached.
+    """
+    B, L, W = h.shape
+    H = attn.num_heads
+    d = W // H
+    num_opts, num_p = weights.shape[0], prompt_h.shape[0]
+    w_in, b_in = attn.in_proj_weight, attn.in_proj_bias
+
+    q, k, v = F.linear(h, w_in, b_in).view(B, L, 3, H, d).permute(2, 0, 3, 1, 4)  # 3 x (B, H, L, d)
+    kp, vp = F.linear(prompt_h.to(h.dtype), w_in[W:], None if b_in is None else b_in[W:]) \
+        .view(num_p, 2, H, d).permute(1, 2, 0, 3)                                  # 2 x (H, P, d)
+    q = q * d ** -0.5
+    s = (q @ k.transpose(-1, -2)).float()                                         # (B, H, L, L)
+    mask = additive_mask(mask, s.dtype)
+    if mask is not None:
+        s = s + mask
+    sp = (q @ kp.transpose(-1, -2)).float()                                       # (B, H, L, P)
+
+    # Softmax bookkeeping in fp32 whatever the compute dtype (amp / fp16 weights).
+    idx = segment.view(1, 1, 1, num_p).expand(B, H, L, num_p)
+    m0 = s.detach().amax(dim=-1, keepdim=True)                                    # (B, H, L, 1)
+    mk = m0.expand(B, H, L, num_opts).scatter_reduce(-1, idx, sp.detach(), "amax")  # (B, H, L, K)
+    e0 = torch.exp(s - m0)                                                        # masked -> 0
+    ep = torch.exp(sp - mk.gather(-1, idx))
+    decay = torch.exp(m0 - mk)                                                    # <= 1
+    z = e0.sum(dim=-1, keepdim=True) * decay + \
+        ep.new_zeros(B, H, L, num_opts).scatter_add(-1, idx, ep)                  # (B, H, L, K) >= 1
+    r = weights.float() / z
+    r0 = (r * decay).sum(dim=-1, keepdim=True)                                    # (B, H, L, 1)
+    out = (e0 * r0).to(v.dtype) @ v + (ep * r.gather(-1, idx)).to(vp.dtype) @ vp  # (B, H, L, d)
+
+    out = out.transpose(1, 2).reshape(B, L, W)
+    # Output projection once (linear); its bias scales with the total weight (1 for a softmax).
+    bias = attn.out_proj.bias
+    return F.linear(out, attn.out_proj.weight,
+                    None if bias is None else bias * weights.sum().to(bias.dtype))
+
+
+def option_segments(prompts: Sequence[Optional[torch.Tensor]], device) -> tuple:
+    """Concatenate the options' prompts -> (P, W) tensor (or None) and (P,) option indices."""
+    parts = [(k, p) for k, p in enumerate(prompts) if _has_tokens(p)]
+    if not parts:
+        return None, None
+    lengths = torch.tensor([p.shape[0] for _, p in parts], device=device)
+    ids = torch.tensor([k for k, _ in parts], device=device)
+    return torch.cat([p for _, p in parts], dim=0), torch.repeat_interleave(ids, lengths)
+
+
+def supernet_block(block: nn.Module, x: torch.Tensor, prompts: Sequence[Optional[torch.Tensor]],
+                   weights: torch.Tensor, mask: Optional[torch.Tensor] = None, prompt_pos: int = 1,
+                   impl: str = "fused") -> torch.Tensor:
+    """One frozen block whose attention is a weighted mixture over prompt options: (B, L, W).
+
+    ``x + sum_k weights[k] * Attn(LN1(x), KV_k)``, then ``+ MLP(LN2(.))`` once.
+    prompts: one entry per option (None / empty for length 0). weights: (K,), e.g. softmax(α_i).
+    impl: "fused" (default, shared projections) or "reference" (one attention call per option).
+    """
+    if len(prompts) != weights.shape[0]:
+        raise ValueError(f"supernet_block got {len(prompts)} prompts but {weights.shape[0]} weights.")
+    h = block.ln_1(x)
+    if impl == "reference":
+        a = mixed_attention_reference(block, h, prompts, weights, mask, prompt_pos)
+    elif impl == "fused":
+        cat, segment = option_segments(prompts, x.device)
+        if cat is None:  # no option has tokens: every option is plain self-attention
+            a = weights.sum().to(h.dtype) * _mha(block.attn, h, h, additive_mask(mask, h.dtype))
+        else:
+            a = mixed_attention_fused(block.attn, h, block.ln_1(cat.to(h.dtype)), segment, weights, mask)
+    else:
+        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}.")
+    return _mlp_residual(block, x + block.ls_1(a))

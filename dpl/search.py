@@ -1,0 +1,143 @@
+"""The DPL search step and the per-epoch α history (METHOD.md §3).
+
+``BilevelSearch`` owns the α optimizer and performs one first-order iteration: an α step on a
+validation mini-batch, then a prompt step on a training mini-batch (Algorithm 1 order). The caller
+owns the prompt optimizer (e.g. Dassl's SGD + cosine schedule) and the data.
+"""
+from __future__ import annotations
+
+from typing import Callable, Mapping, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from dpl.artifact import derive_lengths, dominant_flags
+
+UPDATE_MODES = ("alternate", "simultaneous")
+
+
+class BilevelSearch:
+    """First-order bilevel optimisation of α (outer) and prompts (inner).
+
+    model: a ``dpl.model.DPLCLIP`` supernet; ``model(images, text_features=None) -> logits``.
+    prompt_optimizer: optimizes ``model.prompt_parameters()`` only (never α).
+    mode: "alternate" — α step then prompt step, each with its own text pass (Algorithm 1);
+          "simultaneous" — one text pass shared by both steps (cheaper; α and prompts see the same
+          pre-update state, so it is not Algorithm 1's order).
+    """
+
+    def __init__(self, model, prompt_optimizer, lr=3.5e-3, betas=(0.5, 0.999), weight_decay=0.0,
+                 mode: str = "alternate", loss_fn: Callable = F.cross_entropy):
+        if mode not in UPDATE_MODES:
+            raise ValueError(f"UPDATE_MODE must be one of {UPDATE_MODES}, got {mode!r}")
+        self.model = model
+        self.prompt_optimizer = prompt_optimizer
+        self.arch_params = list(model.arch_parameters())
+        self.prompt_params = list(model.prompt_parameters())
+        if not self.arch_params:
+            raise ValueError("BilevelSearch needs a supernet model with α parameters")
+        self.alpha_optimizer = torch.optim.Adam(self.arch_params, lr=lr, betas=tuple(betas),
+                                                weight_decay=weight_decay)
+        self.mode = mode
+        self.loss_fn = loss_fn
+
+    def step(self, train_batch, val_batch) -> dict:
+        """One iteration. Batches are ``(images, labels)`` on the model's device."""
+        if self.mode == "alternate":
+            val_loss = self._update(val_batch, self.arch_params, self.alpha_optimizer)
+            train_loss, logits = self._update(train_batch, self.prompt_params,
+                                              self.prompt_optimizer, return_logits=True)
+        else:
+            val_loss, train_loss, logits = self._simultaneous(train_batch, val_batch)
+        acc = (logits.argmax(dim=1) == train_batch[1]).float().mean().item() * 100
+        return {"loss": train_loss, "loss_val": val_loss, "acc": acc}
+
+    def _update(self, batch, params, optimizer, return_logits=False):
+        images, labels = batch
+        optimizer.zero_grad(set_to_none=True)
+        logits = self.model(images)
+        loss = self.loss_fn(logits, labels)
+        _check_finite(loss)
+        # `inputs=` keeps gradients out of the other parameter set (no cross-contamination).
+        loss.backward(inputs=params)
+        optimizer.step()
+        if return_logits:
+            return loss.item(), logits.detach()
+        return loss.item()
+
+    def _simultaneous(self, train_batch, val_batch):
+        self.alpha_optimizer.zero_grad(set_to_none=True)
+        self.prompt_optimizer.zero_grad(set_to_none=True)
+        text = self.model.encode_text()
+        val_loss = self.loss_fn(self.model(val_batch[0], text_features=text), val_batch[1])
+        logits = self.model(train_batch[0], text_features=text)
+        train_loss = self.loss_fn(logits, train_batch[1])
+        _check_finite(val_loss)
+        _check_finite(train_loss)
+        val_loss.backward(inputs=self.arch_params, retain_graph=True)
+        train_loss.backward(inputs=self.prompt_params)
+        self.alpha_optimizer.step()
+        self.prompt_optimizer.step()
+        return val_loss.item(), train_loss.item(), logits.detach()
+
+
+def _check_finite(loss: torch.Tensor) -> None:
+    if not torch.isfinite(loss).all():
+        raise FloatingPointError("Loss is infinite or NaN!")
+
+
+def branch_record(alpha: torch.Tensor, options: Sequence[int], threshold: float,
+                  previous_probs: Optional[torch.Tensor]) -> dict:
+    """History entry of one branch: softmax(α), derived lengths, dominance and change metrics.
+
+    argmax_changes and tv_distance compare with ``previous_probs`` (the previous epoch, or the
+    initial α before the first epoch). tv_distance = mean over blocks of ½·Σ|p_t − p_{t−1}|.
+    """
+    probs = alpha.detach().float().cpu().softmax(dim=1)
+    record = {
+        "probs": probs.tolist(),
+        "lengths": derive_lengths(alpha, options),
+        "num_dominant": sum(dominant_flags(probs, threshold)),
+        "argmax_changes": 0,
+        "tv_distance": 0.0,
+    }
+    if previous_probs is not None:
+        prev = previous_probs.float().cpu()
+        record["argmax_changes"] = int((prev.argmax(1) != probs.argmax(1)).sum())
+        record["tv_distance"] = float(0.5 * (probs - prev).abs().sum(dim=1).mean())
+    return record
+
+
+class AlphaHistory:
+    """Per-epoch records of both branches, as written to ``alpha_history.json``."""
+
+    def __init__(self, options: Mapping[str, Sequence[int]], threshold: float,
+                 records: Optional[list] = None, initial_probs: Optional[Mapping] = None):
+        self.options = {k: list(v) for k, v in options.items()}
+        self.threshold = threshold
+        self.records = list(records or [])
+        self.initial_probs = dict(initial_probs or {})
+
+    def add(self, epoch: int, alphas: Mapping[str, torch.Tensor]) -> dict:
+        entry = {"epoch": int(epoch)}
+        for branch, alpha in alphas.items():
+            prev = self._previous_probs(branch)
+            entry[branch] = branch_record(alpha, self.options[branch], self.threshold, prev)
+        self.records = [r for r in self.records if r["epoch"] < epoch] + [entry]
+        return entry
+
+    def _previous_probs(self, branch: str) -> Optional[torch.Tensor]:
+        if self.records:
+            return torch.tensor(self.records[-1][branch]["probs"])
+        init = self.initial_probs.get(branch)
+        return None if init is None else torch.as_tensor(init)
+
+    def unchanged_epochs(self) -> int:
+        """How many consecutive most-recent epochs left the derived configuration unchanged."""
+        count = 0
+        for newer, older in zip(reversed(self.records), list(reversed(self.records))[1:]):
+            if all(newer[b]["lengths"] == older[b]["lengths"] for b in self.options):
+                count += 1
+            else:
+                break
+        return count

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Base-to-new protocol: search and train on the base half of the classes (16 shots), test on base
+# (the training run's final test) and on new (an eval-only run).
+# Usage: bash scripts/dpl/base2new.sh [DATASET ...] [KEY VALUE ...]   (no datasets = all 11)
+# Output: $OUTPUT/base2new_base/... and $OUTPUT/base2new_new/...
+# Then: python tools/parse_test_res.py $OUTPUT --base2new
+source "$(dirname "$0")/_lib.sh"
+split_args "$@"
+check_data_root
+datasets=("${DATASET_ARGS[@]}")
+if [[ ${#datasets[@]} -eq 0 ]]; then read -r -a datasets <<< "$ALL_DATASETS"; fi
+if [[ "$TRAINER" == "DPLTrain" && -z "$CFG_FROM_ENV" ]]; then CFG="vit_b16_base2new"; fi
+if [[ -z "$SEARCH_CFG_FROM_ENV" ]]; then SEARCH_CFG="vit_b16_base2new"; fi
+for dataset in "${datasets[@]}"; do
+    for seed in $SEEDS; do
+        train base2new_base "$dataset" 16 "$seed" base
+        src="$(run_dir base2new_base "$TRAINER" "$CFG" "$dataset" 16 "$seed")"
+        evaluate "$src" base2new_new "$dataset" 16 "$seed" new
+    done
+done
+echo "Results: python tools/parse_test_res.py $OUTPUT --base2new"

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Few-shot protocol: datasets x shots x seeds, search + train (or a baseline via TRAINER=...).
+# Usage: bash scripts/dpl/fewshot.sh [DATASET ...] [KEY VALUE ...]
+#   no datasets = all 11; SHOTS_LIST (default "1 2 4 8 16"), SEEDS (default "1 2 3").
+# Then: python tools/parse_test_res.py $OUTPUT/fewshot
+source "$(dirname "$0")/_lib.sh"
+split_args "$@"
+check_data_root
+datasets=("${DATASET_ARGS[@]}")
+if [[ ${#datasets[@]} -eq 0 ]]; then read -r -a datasets <<< "$ALL_DATASETS"; fi
+for dataset in "${datasets[@]}"; do
+    for shots in ${SHOTS_LIST:-1 2 4 8 16}; do
+        for seed in $SEEDS; do
+            train fewshot "$dataset" "$shots" "$seed" all
+        done
+    done
+done
+echo "Results: python tools/parse_test_res.py $OUTPUT/fewshot"

@@ -1,0 +1,82 @@
+"""Pieces shared by our CLIP trainers: loading CLIP from the config, precision, prompt-only
+checkpoints, and evaluation that encodes the class prompts once per pass.
+
+Only the Dassl API of DASSL_API.md is used, so these trainers also run on the real Dassl.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from dassl.utils import load_checkpoint
+from dpl.clip_loader import load_clip
+
+PRECISIONS = ("fp16", "fp32", "amp")
+
+
+def check_precision(prec: str, trainer: str) -> None:
+    if prec not in PRECISIONS:
+        raise ValueError(f"TRAINER.{trainer}.PREC must be one of {PRECISIONS}, got {prec!r}.")
+
+
+def clip_from_cfg(cfg, prec: str, device):
+    """Frozen CLIP for ``MODEL.BACKBONE.NAME`` from ``MODEL.BACKBONE.PATH`` (or ~/.cache/clip)."""
+    path = getattr(cfg.MODEL.BACKBONE, "PATH", "")
+    print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME}, precision: {prec})")
+    return load_clip(cfg.MODEL.BACKBONE.NAME, path, precision=prec, device=device)
+
+
+class CachedTextEvalMixin:
+    """Evaluation encodes the class prompts once per pass (the text branch ignores the image).
+
+    ``self.model`` must offer ``encode_text()`` and ``forward(images, text_features=...)``.
+    """
+
+    _text_features = None
+
+    def test(self, split=None):
+        self.set_model_mode("eval")
+        with torch.no_grad():
+            self._text_features = self.model.encode_text()
+        try:
+            return super().test(split=split)
+        finally:
+            self._text_features = None
+
+    def model_inference(self, input):
+        return self.model(input, text_features=self._text_features)
+
+
+class PromptCheckpointMixin:
+    """Prompt trainers store only prompts; CLIP stays frozen and is never saved.
+
+    ``load_model`` follows the CoOp-family override (DASSL_API.md §1.3.11) so that
+    ``--eval-only --model-dir D --load-epoch N`` works on both engines.
+    """
+
+    def load_model(self, directory, epoch=None):
+        if not directory:
+            print("Note that load_model() is skipped as no pretrained model is given "
+                  "(ignore this if it's done on purpose)")
+            return
+        fname = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
+        for name in self.get_model_names():
+            path = os.path.join(directory, name, fname)
+            if not os.path.exists(path):
+                raise FileNotFoundError(
+                    f'Model not found at "{path}". Check --model-dir and --load-epoch '
+                    f"(the run saves model.pth.tar-<last epoch>)."
+                )
+            checkpoint = load_checkpoint(path)
+            state_dict = checkpoint["state_dict"]
+            print(f'Loading weights to {name} from "{path}" (epoch = {checkpoint["epoch"]})')
+            self._models[name].load_state_dict(state_dict, strict=True)
+
+    def parse_batch_train(self, batch):
+        return batch["img"].to(self.device), batch["label"].to(self.device)
+
+
+def prompt_module_name() -> str:
+    """Registered model name of the prompt parameters (CoOp's name, so tools find the files)."""
+    return "prompt_learner"

@@ -1,0 +1,83 @@
+"""Config keys of our trainers, added to Dassl's defaults by ``train.py`` (``extend_cfg``).
+
+Key names follow CoOp/MaPLe where those trainers exist (COOP, COCOOP, IVLP, MAPLE) so that their YAML
+files and scripts work unchanged; DPL's own keys live under ``TRAINER.DPL``.
+"""
+from yacs.config import CfgNode as CN
+
+
+def extend_cfg(cfg):
+    """Add every key our trainers and datasets read. Call right after ``get_cfg_default()``."""
+    cfg.MODEL.BACKBONE.PATH = ""  # local OpenAI-format checkpoint; "" = ~/.cache/clip/<usual name>
+
+    cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all / base / new (CoOp base-to-new protocol)
+    # Draw the few-shot val split from train (disjoint from the K-shot picks) for loaders whose
+    # CoOp val split *is* the test split (ImageNet). The search stage turns this on.
+    cfg.DATASET.VAL_FROM_TRAIN = False
+
+    _add_dpl(cfg)
+    _add_baselines(cfg)
+
+
+def _add_dpl(cfg):
+    cfg.TRAINER.DPL = CN()
+    cfg.TRAINER.DPL.PREC = "fp32"  # fp32 / fp16 / amp
+    cfg.TRAINER.DPL.CONFIG_FILE = ""  # prompt_config.json from DPLSearch, read by DPLTrain
+    cfg.TRAINER.DPL.TEXT_INPUT = "default"  # default / custom / ensemble
+    cfg.TRAINER.DPL.KD_WEIGHT = 0.0  # 0 = no teacher is built at all
+    cfg.TRAINER.DPL.KD_TEMPERATURE = 1.0
+    cfg.TRAINER.DPL.INIT_STD = 0.02  # fresh train-stage prompts ~ N(0, std^2)
+
+    # A manual configuration for DPLTrain when CONFIG_FILE is empty (baselines without search):
+    # explicit per-block lists win; otherwise LENGTH tokens in the first DEPTH blocks (-1 = all).
+    cfg.TRAINER.DPL.MANUAL = CN()
+    cfg.TRAINER.DPL.MANUAL.TEXT_LENGTHS = []
+    cfg.TRAINER.DPL.MANUAL.VISION_LENGTHS = []
+    cfg.TRAINER.DPL.MANUAL.TEXT_LENGTH = 0
+    cfg.TRAINER.DPL.MANUAL.TEXT_DEPTH = -1
+    cfg.TRAINER.DPL.MANUAL.VISION_LENGTH = 0
+    cfg.TRAINER.DPL.MANUAL.VISION_DEPTH = -1
+
+    s = cfg.TRAINER.DPL.SEARCH = CN()
+    s.TEXT_OPTIONS = [0, 2, 4, 6]  # context lengths per block; sorted, starting with 0
+    s.VISION_OPTIONS = [0, 2, 4, 6]
+    s.ALPHA_LR = 3.5e-3  # Adam on alpha (METHOD.md §3)
+    s.ALPHA_BETAS = (0.5, 0.999)
+    s.ALPHA_WEIGHT_DECAY = 0.0
+    s.ALPHA_INIT_STD = 1e-3
+    s.PROMPT_INIT = "official"  # official (image N(0,1), text U[0,1)) / normal
+    s.PROMPT_INIT_STD = 0.02  # used by PROMPT_INIT normal
+    s.DOMINANCE_THRESHOLD = 0.5  # a block is single-dominant when its top softmax weight >= this
+    s.PATIENCE = 0  # early stop when the derived configuration is unchanged this many epochs; 0 = off
+    s.UPDATE_MODE = "alternate"  # alternate (Algorithm 1) / simultaneous (one shared text pass)
+    s.IMPL = "fused"  # fused / reference (one attention per option; for tests and benchmarks)
+    s.VAL_BATCH_SIZE = 16  # alpha-step mini-batch
+    s.PLOT = True  # write alpha_heatmap.png / alpha_convergence.png at the end
+
+
+def _add_baselines(cfg):
+    cfg.TRAINER.COOP = CN()
+    cfg.TRAINER.COOP.N_CTX = 16
+    cfg.TRAINER.COOP.CSC = False
+    cfg.TRAINER.COOP.CTX_INIT = ""
+    cfg.TRAINER.COOP.PREC = "fp16"
+    cfg.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"  # end / middle / front
+
+    cfg.TRAINER.COCOOP = CN()
+    cfg.TRAINER.COCOOP.N_CTX = 16
+    cfg.TRAINER.COCOOP.CTX_INIT = ""
+    cfg.TRAINER.COCOOP.PREC = "fp16"
+
+    cfg.TRAINER.MAPLE = CN()
+    cfg.TRAINER.MAPLE.N_CTX = 2
+    cfg.TRAINER.MAPLE.CTX_INIT = "a photo of a"
+    cfg.TRAINER.MAPLE.PREC = "fp16"
+    cfg.TRAINER.MAPLE.PROMPT_DEPTH = 9
+
+    cfg.TRAINER.IVLP = CN()
+    cfg.TRAINER.IVLP.N_CTX_VISION = 2
+    cfg.TRAINER.IVLP.N_CTX_TEXT = 2
+    cfg.TRAINER.IVLP.CTX_INIT = "a photo of a"
+    cfg.TRAINER.IVLP.PREC = "fp16"
+    cfg.TRAINER.IVLP.PROMPT_DEPTH_VISION = 9
+    cfg.TRAINER.IVLP.PROMPT_DEPTH_TEXT = 9

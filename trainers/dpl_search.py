@@ -1,0 +1,231 @@
+"""DPLSearch: the search stage of DPL (METHOD.md §1, §3, §4).
+
+Per iteration: an α step (Adam) on a random validation mini-batch, then a prompt step (SGD from
+OPTIM) on a training mini-batch. After every epoch the α history is written; at the end (or on early
+stop) the artifact ``prompt_config.json`` and the α plots.
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader, RandomSampler
+
+from dassl.engine import TRAINER_REGISTRY, TrainerX
+from dassl.optim import build_lr_scheduler, build_optimizer
+
+from dpl import __version__ as dpl_version
+from dpl.artifact import branch_summary, build_artifact, check_options, save_artifact
+from dpl.io import atomic_write_json
+from dpl.model import build_supernet_model, model_dims
+from dpl.search import AlphaHistory, BilevelSearch
+from trainers._common import (CachedTextEvalMixin, PromptCheckpointMixin, check_precision,
+                              clip_from_cfg, prompt_module_name)
+
+ARTIFACT = "prompt_config.json"
+HISTORY = "alpha_history.json"
+BRANCHES = ("text", "vision")
+
+
+class _AlphaModule(nn.Module):
+    """Registers the α tensors (shared with the model) under their own checkpoint name, so the
+    α optimizer's state is saved and restored by the engine like any other optimizer."""
+
+    def __init__(self, alphas):
+        super().__init__()
+        self.text = alphas[0]
+        self.vision = alphas[1]
+
+
+class CyclingBatches:
+    """Random mini-batches that cycle through the whole dataset: each pass is a fresh random
+    permutation (torch RNG), so every item is seen once per pass."""
+
+    def __init__(self, dataset, batch_size, num_workers=0, pin_memory=False):
+        self.loader = DataLoader(dataset, batch_size=batch_size, sampler=RandomSampler(dataset),
+                                 num_workers=num_workers, pin_memory=pin_memory, drop_last=False)
+        self._it = None
+
+    def next(self):
+        if self._it is None:
+            self._it = iter(self.loader)
+        try:
+            return next(self._it)
+        except StopIteration:
+            self._it = iter(self.loader)
+            return next(self._it)
+
+
+@TRAINER_REGISTRY.register()
+class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
+
+    def check_cfg(self, cfg):
+        check_precision(cfg.TRAINER.DPL.PREC, "DPL")
+        s = cfg.TRAINER.DPL.SEARCH
+        check_options(s.TEXT_OPTIONS, "TRAINER.DPL.SEARCH.TEXT_OPTIONS")
+        check_options(s.VISION_OPTIONS, "TRAINER.DPL.SEARCH.VISION_OPTIONS")
+        if s.VAL_BATCH_SIZE <= 0:
+            raise ValueError(f"TRAINER.DPL.SEARCH.VAL_BATCH_SIZE must be > 0, got {s.VAL_BATCH_SIZE}.")
+
+    # -- data -------------------------------------------------------------------------------
+    def build_data_loader(self):
+        super().build_data_loader()
+        if self.val_loader is None:
+            raise ValueError(
+                f"DPLSearch needs a validation split for the α step, but {self.cfg.DATASET.NAME} "
+                "has none."
+            )
+        val_paths = {d.impath for d in self.dm.dataset.val}
+        overlap = val_paths & {d.impath for d in self.dm.dataset.test}
+        if overlap:
+            raise ValueError(
+                f"The validation split of {self.cfg.DATASET.NAME} overlaps the test split "
+                f"({len(overlap)} images); α must never see test data. Set DATASET.VAL_FROM_TRAIN True."
+            )
+        self.val_batches = CyclingBatches(
+            self.val_loader.dataset, self.cfg.TRAINER.DPL.SEARCH.VAL_BATCH_SIZE,
+            num_workers=self.cfg.DATALOADER.NUM_WORKERS,
+            pin_memory=torch.cuda.is_available() and self.cfg.USE_CUDA,
+        )
+
+    # -- model ------------------------------------------------------------------------------
+    def build_model(self):
+        cfg, s = self.cfg, self.cfg.TRAINER.DPL.SEARCH
+        clip_model = clip_from_cfg(cfg, cfg.TRAINER.DPL.PREC, self.device)
+        self.dims = model_dims(clip_model)
+        self.options = {"text": list(s.TEXT_OPTIONS), "vision": list(s.VISION_OPTIONS)}
+        self.model = build_supernet_model(
+            clip_model, self.dm.dataset.classnames, s.TEXT_OPTIONS, s.VISION_OPTIONS,
+            alpha_init_std=s.ALPHA_INIT_STD, prompt_init=s.PROMPT_INIT, impl=s.IMPL,
+            text_input="default", dataset_name=cfg.DATASET.NAME,
+        ).to(self.device)
+        prompt_params = self.model.prompt_parameters()
+        print(f"Search space: text options {self.options['text']}, vision options "
+              f"{self.options['vision']}; {sum(p.numel() for p in prompt_params):,} prompt "
+              "parameters")
+        self.optim = build_optimizer(prompt_params, cfg.OPTIM)
+        self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
+        self.register_model(prompt_module_name(), self.model.prompt_learner, self.optim, self.sched)
+        self.search = BilevelSearch(
+            self.model, self.optim, lr=s.ALPHA_LR, betas=s.ALPHA_BETAS,
+            weight_decay=s.ALPHA_WEIGHT_DECAY, mode=s.UPDATE_MODE,
+        )
+        self.register_model("alpha", _AlphaModule(self.model.arch_parameters()),
+                            self.search.alpha_optimizer, None)
+        self.scaler = torch.cuda.amp.GradScaler() if cfg.TRAINER.DPL.PREC == "amp" else None
+        self.history = AlphaHistory(self.options, s.DOMINANCE_THRESHOLD,
+                                    initial_probs=self._current_probs())
+        self.early_stopped = False
+
+    def _alphas(self):
+        text, vision = self.model.arch_parameters()
+        return {"text": text, "vision": vision}
+
+    def _current_probs(self):
+        return {b: a.detach().float().cpu().softmax(1) for b, a in self._alphas().items()}
+
+    # -- one iteration -----------------------------------------------------------------------
+    def forward_backward(self, batch):
+        train = self.parse_batch_train(batch)
+        val = self.parse_batch_train(self.val_batches.next())
+        if self.cfg.TRAINER.DPL.PREC == "amp":
+            with torch.autocast(device_type=self.device.type):
+                summary = self.search.step(train, val)
+        else:
+            summary = self.search.step(train, val)
+        if (self.batch_idx + 1) == self.num_batches:
+            self.update_lr()
+        return summary
+
+    # -- loop and outputs ---------------------------------------------------------------------
+    def before_train(self):
+        super().before_train()
+        history_path = os.path.join(self.output_dir, HISTORY)
+        if self.start_epoch > 0 and os.path.isfile(history_path):
+            with open(history_path, encoding="utf-8") as fh:
+                records = [r for r in json.load(fh) if r["epoch"] <= self.start_epoch]
+            self.history.records = records
+            print(f"Resumed α history ({len(records)} epochs)")
+        self.early_stopped = self._should_stop()
+
+    def train(self):
+        """The engine's epoch loop, plus early stopping when the derived configuration settles."""
+        self.before_train()
+        for self.epoch in range(self.start_epoch, self.max_epoch):
+            if self.early_stopped:
+                break
+            self.before_epoch()
+            self.run_epoch()
+            self.after_epoch()
+        self.after_train()
+
+    def after_epoch(self):
+        # History first: if we die before the checkpoint, the resumed run redoes this epoch and
+        # overwrites the record; the reverse order could lose a record.
+        entry = self.history.add(self.epoch + 1, self._alphas())
+        atomic_write_json(os.path.join(self.output_dir, HISTORY), self.history.records)
+        print("α: text lengths {} | vision lengths {} | dominant {}/{} | tv {:.4f}/{:.4f}".format(
+            entry["text"]["lengths"], entry["vision"]["lengths"], entry["text"]["num_dominant"],
+            entry["vision"]["num_dominant"], entry["text"]["tv_distance"],
+            entry["vision"]["tv_distance"]))
+        self.early_stopped = self._should_stop()
+        if self.early_stopped and self.epoch + 1 < self.max_epoch:
+            print(f"Early stop: the derived configuration has not changed for "
+                  f"{self.cfg.TRAINER.DPL.SEARCH.PATIENCE} epochs")
+            self.save_model(self.epoch, self.output_dir)
+        super().after_epoch()
+
+    def _should_stop(self):
+        patience = self.cfg.TRAINER.DPL.SEARCH.PATIENCE
+        return patience > 0 and self.history.unchanged_epochs() >= patience
+
+    def after_train(self):
+        self.write_artifact()
+        super().after_train()
+
+    def write_artifact(self):
+        threshold = self.cfg.TRAINER.DPL.SEARCH.DOMINANCE_THRESHOLD
+        alphas = self._alphas()
+        branches = {
+            b: branch_summary(alphas[b], self.options[b], self.dims[b]["width"], threshold)
+            for b in BRANCHES
+        }
+        epochs_run = self.history.records[-1]["epoch"] if self.history.records else 0
+        provenance = {
+            "dataset": self.cfg.DATASET.NAME,
+            "subsample_classes": self.cfg.DATASET.SUBSAMPLE_CLASSES,
+            "num_shots": self.cfg.DATASET.NUM_SHOTS,
+            "seed": self.cfg.SEED,
+            "epochs_run": epochs_run,
+            "max_epoch": self.max_epoch,
+            "early_stopped": bool(self.early_stopped and epochs_run < self.max_epoch),
+            "config_hash": config_hash(self.cfg),
+            "code_version": dpl_version,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+        art = build_artifact(self.cfg.MODEL.BACKBONE.NAME, branches["text"], branches["vision"],
+                             provenance, history_file=HISTORY)
+        path = os.path.join(self.output_dir, ARTIFACT)
+        save_artifact(path, art)
+        print(f"Prompt configuration saved to {path}")
+        print(f"  text lengths:   {branches['text']['lengths']}")
+        print(f"  vision lengths: {branches['vision']['lengths']}")
+        if self.cfg.TRAINER.DPL.SEARCH.PLOT:
+            from dpl.plots import plot_search_run
+            for png in plot_search_run(self.output_dir):
+                print(f"Saved {png}")
+
+
+def config_hash(cfg) -> str:
+    """Hash of the settings that define a search (paths and output locations excluded)."""
+    c = cfg.clone()
+    c.defrost()
+    c.OUTPUT_DIR = ""
+    c.RESUME = ""
+    c.DATASET.ROOT = ""
+    c.MODEL.BACKBONE.PATH = ""
+    return hashlib.sha256(c.dump().encode()).hexdigest()[:16]

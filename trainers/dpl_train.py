@@ -1,0 +1,129 @@
+"""DPLTrain: train a searched (or manual) prompt configuration with fresh prompts (METHOD.md §5).
+
+The configuration comes from ``TRAINER.DPL.CONFIG_FILE`` (a ``prompt_config.json`` written by
+DPLSearch, validated against the loaded CLIP) or, when that is empty, from
+``TRAINER.DPL.MANUAL.*`` — e.g. a uniform baseline with the same length in the first N blocks.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+
+from dassl.engine import TRAINER_REGISTRY, TrainerX
+from dassl.metrics import compute_accuracy
+from dassl.optim import build_lr_scheduler, build_optimizer
+
+from dpl.artifact import (ArtifactError, fixed_artifact, lengths_from_artifact, load_artifact,
+                          save_artifact)
+from dpl.model import build_fixed_model, model_dims
+from trainers._common import (CachedTextEvalMixin, PromptCheckpointMixin, check_precision,
+                              clip_from_cfg, prompt_module_name)
+
+TEXT_INPUTS = ("default", "custom", "ensemble")
+
+
+def manual_lengths(manual, num_blocks: int, branch: str) -> list:
+    """Per-block lengths from TRAINER.DPL.MANUAL.<BRANCH>_{LENGTHS | LENGTH, DEPTH}."""
+    key = branch.upper()
+    explicit = list(getattr(manual, f"{key}_LENGTHS"))
+    if explicit:
+        if len(explicit) != num_blocks or any(int(v) < 0 for v in explicit):
+            raise ArtifactError(
+                f"TRAINER.DPL.MANUAL.{key}_LENGTHS must give {num_blocks} lengths >= 0 (one per "
+                f"{branch} block), got {explicit}."
+            )
+        return [int(v) for v in explicit]
+    length, depth = getattr(manual, f"{key}_LENGTH"), getattr(manual, f"{key}_DEPTH")
+    if length < 0:
+        raise ArtifactError(f"TRAINER.DPL.MANUAL.{key}_LENGTH must be >= 0, got {length}.")
+    depth = num_blocks if depth < 0 else min(depth, num_blocks)
+    return [length] * depth + [0] * (num_blocks - depth)
+
+
+@TRAINER_REGISTRY.register()
+class DPLTrain(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
+
+    def check_cfg(self, cfg):
+        check_precision(cfg.TRAINER.DPL.PREC, "DPL")
+        if cfg.TRAINER.DPL.TEXT_INPUT not in TEXT_INPUTS:
+            raise ValueError(f"TRAINER.DPL.TEXT_INPUT must be one of {TEXT_INPUTS}, got "
+                             f"{cfg.TRAINER.DPL.TEXT_INPUT!r}.")
+        if cfg.TRAINER.DPL.KD_WEIGHT < 0 or cfg.TRAINER.DPL.KD_TEMPERATURE <= 0:
+            raise ValueError("TRAINER.DPL.KD_WEIGHT must be >= 0 and KD_TEMPERATURE > 0.")
+
+    def build_model(self):
+        cfg, dpl = self.cfg, self.cfg.TRAINER.DPL
+        clip_model = clip_from_cfg(cfg, dpl.PREC, self.device)
+        dims = model_dims(clip_model)
+        if dpl.CONFIG_FILE:
+            art = load_artifact(dpl.CONFIG_FILE, dims)
+            text_lengths, vision_lengths = lengths_from_artifact(art)
+            print(f"Prompt configuration from {dpl.CONFIG_FILE}")
+        else:
+            text_lengths = manual_lengths(dpl.MANUAL, dims["text"]["num_blocks"], "text")
+            vision_lengths = manual_lengths(dpl.MANUAL, dims["vision"]["num_blocks"], "vision")
+            art = fixed_artifact(cfg.MODEL.BACKBONE.NAME, dims, text_lengths, vision_lengths,
+                                 {"manual": True, "dataset": cfg.DATASET.NAME})
+            print("Manual prompt configuration (TRAINER.DPL.MANUAL)")
+        # Keep the configuration next to the prompts: an eval-only run needs both.
+        save_artifact(os.path.join(self.output_dir, "prompt_config.json"), art)
+        print(f"  text lengths:   {text_lengths}")
+        print(f"  vision lengths: {vision_lengths}")
+        self.model = build_fixed_model(
+            clip_model, self.dm.dataset.classnames, text_lengths, vision_lengths,
+            text_input=dpl.TEXT_INPUT, dataset_name=cfg.DATASET.NAME, init_std=dpl.INIT_STD,
+        ).to(self.device)
+        params = self.model.prompt_parameters()
+        print(f"Trainable prompt parameters: {sum(p.numel() for p in params):,}")
+        self.optim = build_optimizer(params, cfg.OPTIM) if params else None
+        self.sched = build_lr_scheduler(self.optim, cfg.OPTIM) if params else None
+        self.register_model(prompt_module_name(), self.model.prompt_learner, self.optim, self.sched)
+        self.teacher = self._build_teacher(clip_model) if dpl.KD_WEIGHT > 0 else None
+        self.scaler = torch.cuda.amp.GradScaler() if dpl.PREC == "amp" else None
+
+    def _build_teacher(self, clip_model):
+        import open_clip
+
+        from dpl.distill import ZeroShotTeacher
+        from dpl.templates import IMAGENET_TEMPLATES
+
+        print(f"Knowledge distillation from zero-shot CLIP (weight {self.cfg.TRAINER.DPL.KD_WEIGHT}, "
+              f"T {self.cfg.TRAINER.DPL.KD_TEMPERATURE}, {len(IMAGENET_TEMPLATES)} templates)")
+        def tokenize(texts):
+            return open_clip.tokenize(texts, context_length=clip_model.context_length)
+
+        return ZeroShotTeacher(clip_model, self.dm.dataset.classnames, IMAGENET_TEMPLATES, tokenize)
+
+    def compute_loss(self, image, label):
+        logits = self.model(image)
+        loss = F.cross_entropy(logits, label)
+        summary = {}
+        if self.teacher is not None:
+            from dpl.distill import kd_loss
+            kd = kd_loss(logits, self.teacher(image), self.cfg.TRAINER.DPL.KD_TEMPERATURE)
+            loss = loss + self.cfg.TRAINER.DPL.KD_WEIGHT * kd
+            summary["kd"] = kd.item()
+        return logits, loss, summary
+
+    def forward_backward(self, batch):
+        image, label = self.parse_batch_train(batch)
+        if self.optim is None:
+            raise ValueError("The prompt configuration has no prompt at all (every length is 0): "
+                             "nothing to train. Evaluate it with --eval-only instead.")
+        if self.scaler is not None:
+            with torch.autocast(device_type=self.device.type):
+                logits, loss, summary = self.compute_loss(image, label)
+            self.optim.zero_grad()
+            self.detect_anomaly(loss)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optim)
+            self.scaler.update()
+        else:
+            logits, loss, summary = self.compute_loss(image, label)
+            self.model_backward_and_update(loss)
+        out = {"loss": loss.item(), "acc": compute_accuracy(logits, label)[0].item(), **summary}
+        if (self.batch_idx + 1) == self.num_batches:
+            self.update_lr()
+        return out
