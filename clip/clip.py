@@ -22,7 +22,7 @@ from typing import List, Optional, Union
 import torch
 from open_clip.transform import image_transform
 
-from dpl.clip_loader import CheckpointError, default_cache_dir, read_openai_state_dict, resolve_checkpoint
+from dpl.clip_loader import CheckpointError, default_cache_dir, read_openai_state_dict
 
 from .model import build_model
 from .simple_tokenizer import EOT, SOT
@@ -60,15 +60,18 @@ def _download(url: str, root: Optional[str] = None) -> str:
     name = next((k for k, v in _MODELS.items() if v == url), os.path.basename(url))
     var = next((v for v in CHECKPOINT_ENV_VARS if os.environ.get(v)), None)
     if var is not None:
-        path = os.environ[var]
+        path = os.path.abspath(os.path.expanduser(os.environ[var]))
+        fix = f"set ${var} to an existing OpenAI-format checkpoint file, or unset it"
     else:
         directory = os.path.expanduser(root) if root else default_cache_dir()
-        path = os.path.join(directory, os.path.basename(url))
-    try:
-        return resolve_checkpoint(name, path)
-    except CheckpointError as exc:
-        where = f"${var} points there" if var else "or set $DPL_CLIP_CHECKPOINT to a local copy"
-        raise CheckpointError(f"{exc} (clip._download: {where}.)") from None
+        path = os.path.abspath(os.path.join(directory, os.path.basename(url)))
+        fix = (f"copy OpenAI's {os.path.basename(url)} (the file the `clip` package downloads for "
+               f"{name!r}) to that path, or set $DPL_CLIP_CHECKPOINT to a local copy")
+    if not os.path.isfile(path):
+        where = f" (from ${var})" if var else ""
+        raise CheckpointError(f"CLIP checkpoint for {name!r} not found at {path}{where}. Nothing is "
+                              f"downloaded: {fix}.")
+    return path
 
 
 def _transform(n_px: int):

@@ -3,9 +3,9 @@
 open_clip builds the model and loads the weights; this module only changes the calling convention
 of the transformers to OpenAI's: ``model.transformer(x)``, ``model.visual.transformer(x)`` and every
 block in their ``resblocks`` take and return ``(tokens, batch, width)`` tensors, and text blocks
-carry the causal ``attn_mask`` themselves, as OpenAI's blocks do. Nothing is copied or
-re-implemented: the adapter classes subclass open_clip's and are applied to an open_clip model in
-place (``CLIP.from_open_clip``), so parameters are shared and state-dict keys stay OpenAI's.
+carry the causal ``attn_mask`` themselves, as OpenAI's blocks do. Attention, blocks and weights are
+open_clip's: the adapter classes subclass open_clip's and are applied to an open_clip model in place
+(``CLIP.from_open_clip``), so no parameter is copied and state-dict keys stay OpenAI's.
 
 Layout guard: a text transformer (or block) called without an explicit mask must get exactly
 ``context_length`` tokens in dim 0, and any transformer given a tensor whose dim 1 has the expected
@@ -43,8 +43,10 @@ def _check_sequence_first(x: torch.Tensor, width: int, num_tokens: Optional[int]
                          f"{tuple(x.shape)}. {fix}")
     if num_tokens is None:
         return
-    batch_first = x.shape[1] == num_tokens and x.shape[0] != num_tokens
-    if batch_first or (strict and x.shape[0] != num_tokens):
+    if x.shape[1] == num_tokens and x.shape[0] != num_tokens:
+        raise ValueError(f"{where} got shape {tuple(x.shape)}, which looks batch-first (its "
+                         f"{num_tokens} tokens are in dim 1). {fix}")
+    if strict and x.shape[0] != num_tokens:
         raise ValueError(f"{where} expects {num_tokens} tokens in dim 0 of a (tokens, batch, "
                          f"{width}) tensor, got shape {tuple(x.shape)}. {fix}")
 
@@ -96,7 +98,8 @@ class Transformer(_oc.Transformer):
         """Turn an open_clip transformer (and its blocks) into this class in place."""
         transformer.__class__ = cls
         transformer.batch_first = False
-        transformer.register_buffer("attn_mask", attn_mask, persistent=False)  # blocks use it too
+        # here only for the layout check; each block applies its own copy, as OpenAI's blocks do
+        transformer.register_buffer("attn_mask", attn_mask, persistent=False)
         transformer.num_tokens, transformer.where = num_tokens, where
         for block in transformer.resblocks:
             ResidualAttentionBlock.adopt(block, attn_mask, num_tokens, f"{where} block")
@@ -147,19 +150,19 @@ class CLIP(_OpenClipCLIP):
         if type(model) is not _OpenClipCLIP:
             raise TypeError(f"CLIP.from_open_clip needs an open_clip.model.CLIP, got "
                             f"{type(model).__name__}; load an OpenAI-format checkpoint.")
+        visual = model.visual
+        if not isinstance(visual, (_oc.VisionTransformer, _oc_resnet.ModifiedResNet)):
+            raise TypeError(f"clip/model.py supports ViT and ModifiedResNet image towers, got "
+                            f"{type(visual).__name__}; load an OpenAI-format checkpoint.")
         model.__class__ = cls
         Transformer.adopt(model.transformer, model.attn_mask, model.context_length,
                           "clip text transformer")
-        visual = model.visual
         if isinstance(visual, _oc.VisionTransformer):
             visual.__class__ = VisionTransformer
             Transformer.adopt(visual.transformer, None, visual.positional_embedding.shape[0],
                               "clip visual transformer")
-        elif isinstance(visual, _oc_resnet.ModifiedResNet):
-            visual.__class__ = ModifiedResNet
         else:
-            raise TypeError(f"clip/model.py supports ViT and ModifiedResNet image towers, got "
-                            f"{type(visual).__name__}.")
+            visual.__class__ = ModifiedResNet
         return model
 
     @property
@@ -200,12 +203,20 @@ def convert_weights(model: torch.nn.Module) -> None:
     convert_weights_to_lp(model, torch.float16)
 
 
-def build_model(state_dict: dict) -> CLIP:
+def build_model(state_dict: dict, *unsupported, **unsupported_kw) -> CLIP:
     """Build the adapter ``CLIP`` from an OpenAI-format state dict, like OpenAI's ``build_model``.
 
     Depth, widths and tower type come from the weights. As OpenAI's, the result is in eval mode with
     fp16 matmul weights (call ``.float()`` for fp32). ``state_dict`` is not modified.
     """
+    if unsupported or unsupported_kw:
+        # MaPLe-style forks pass `design_details` to their own modified model file.
+        raise TypeError(
+            "clip.build_model(state_dict, ...) got extra arguments "
+            f"{[type(a).__name__ for a in unsupported] + list(unsupported_kw)}: this trainer needs a "
+            "modified CLIP model file (like MaPLe's fork), which clip/ does not provide; use our "
+            "MaPLe/IVLP trainers instead (see docs/BRING_YOUR_TRAINER.md, 'Not supported')."
+        )
     try:
         model = build_model_from_openai_state_dict(dict(state_dict))
     except (KeyError, RuntimeError, ValueError, AssertionError) as exc:

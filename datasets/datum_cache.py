@@ -20,7 +20,9 @@ from dpl.io import atomic_open
 # The only class a cache may name, at the module path real Dassl pickles it under.
 DATUM_GLOBAL = ("dassl.data.datasets.base_dataset", "Datum")
 # Plain containers and scalars; none of them runs code when a pickle builds it.
-SAFE_BUILTINS = frozenset({"list", "dict", "tuple", "set", "frozenset", "str", "bytes", "int", "float", "bool"})
+SAFE_BUILTINS = frozenset(
+    {"list", "dict", "tuple", "set", "frozenset", "str", "bytes", "int", "float", "bool"}
+)
 
 
 class _Refused(Exception):

@@ -27,21 +27,25 @@ SPLIT_KEYS = ("train", "val", "test")
 Record = Tuple[str, int, str]  # (absolute image path, label, classname)
 
 
-def make_datums(records: Sequence[Record], source: str, where: Optional[Sequence[str]] = None) -> List[Datum]:
-    """Check once that every image exists, then build the ``Datum`` list.
+def check_images_exist(impaths: Sequence[str], source: str, where: Optional[Sequence[str]] = None) -> None:
+    """Raise one error naming ``source``, the first missing image and how many are missing.
 
-    ``source`` is the file the records came from; ``where[i]`` says where record i sits in it
-    (e.g. ``"line 12"``), for the error naming the first missing image and the count.
+    ``where[i]`` says where path i sits in ``source`` (e.g. ``"line 12"``).
     """
-    missing = [i for i, (impath, _, _) in enumerate(records) if not os.path.isfile(impath)]
+    missing = [i for i, impath in enumerate(impaths) if not os.path.isfile(impath)]
     if missing:
         first = missing[0]
         at = f" ({where[first]})" if where else ""
         raise DatasetLayoutError(
-            f"{source} lists {len(missing)} image file(s) that do not exist, e.g. {records[first][0]}{at}; "
+            f"{source} lists {len(missing)} image file(s) that do not exist, e.g. {impaths[first]}{at}; "
             f"check that DATASET.ROOT points at the folder holding this dataset and that its images are "
             f"extracted as {DOCS} shows."
         )
+
+
+def make_datums(records: Sequence[Record], source: str, where: Optional[Sequence[str]] = None) -> List[Datum]:
+    """Check once that every image exists (see ``check_images_exist``), then build the ``Datum`` list."""
+    check_images_exist([impath for impath, _, _ in records], source, where)
     return [Datum(impath=impath, label=label, classname=classname) for impath, label, classname in records]
 
 
@@ -70,7 +74,8 @@ def _load_split_json(filepath: str) -> Dict[str, List[Record]]:
             split = json.load(fh)
     except json.JSONDecodeError as err:
         raise DatasetFormatError(
-            f"Split file {filepath} is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}); {fix}."
+            f"Split file {filepath} is not valid JSON ({err.msg} at line {err.lineno}, column "
+            f"{err.colno}); {fix}."
         ) from None
     if not isinstance(split, dict):
         raise DatasetFormatError(f"Split file {filepath} holds a {type(split).__name__}, not a dict with "
@@ -87,7 +92,7 @@ def _load_split_json(filepath: str) -> Dict[str, List[Record]]:
 
 
 def _parse_entry(entry, filepath: str, where: str, fix: str) -> Record:
-    if isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str) and isinstance(entry[2], str):
+    if isinstance(entry, list) and len(entry) == 3 and all(isinstance(entry[i], str) for i in (0, 2)):
         try:
             return entry[0], int(entry[1]), entry[2]
         except (TypeError, ValueError):
@@ -171,9 +176,8 @@ def read_and_split_data(image_dir: str, p_trn: float = 0.5, p_val: float = 0.2, 
     Folders in ``ignored`` are skipped; ``new_cnames`` renames folders to class names. Images keep
     ``os.listdir`` order before the shuffle, exactly as CoOp (DTD, Caltech101, EuroSAT, Food101).
     """
-    categories = sorted(
-        c for c in listdir_nohidden(image_dir) if c not in ignored and os.path.isdir(os.path.join(image_dir, c))
-    )
+    folders = [c for c in listdir_nohidden(image_dir) if os.path.isdir(os.path.join(image_dir, c))]
+    categories = sorted(c for c in folders if c not in ignored)
 
     def groups():
         for label, category in enumerate(categories):

@@ -147,7 +147,7 @@ def mixed_attention_fused(attn: nn.MultiheadAttention, h: torch.Tensor, prompt_h
 
     For option k with running max ``m_k`` (per query and head), its softmax denominator is
     ``Z_k = exp(m0 - m_k) * sum_j exp(s_j - m0) + sum_{p in k} exp(s_p - m_k)``, so the mixture is
-    ``(R * e0) @ V + (r_seg * e_p) @ V_p`` with ``r_k = w_k / Z_k`` and
+    ``R * (e0 @ V) + (r_seg * e_p) @ V_p`` with ``r_k = w_k / Z_k`` and
     ``R = sum_k r_k exp(m0 - m_k)``. Every ``m_k`` is the max over what option k sees, so nothing
     underflows; the maxima are constants of the exact result and are detached.
     """
@@ -178,7 +178,8 @@ def mixed_attention_fused(attn: nn.MultiheadAttention, h: torch.Tensor, prompt_h
         ep.new_zeros(B, H, L, num_opts).scatter_add(-1, idx, ep)                  # (B, H, L, K) >= 1
     r = weights.float() / z
     r0 = (r * decay).sum(dim=-1, keepdim=True)                                    # (B, H, L, 1)
-    out = (e0 * r0).to(v.dtype) @ v + (ep * r.gather(-1, idx)).to(vp.dtype) @ vp  # (B, H, L, d)
+    # r0 is per row, so scale the (L, d) product rather than the (L, L) weights.
+    out = (e0.to(v.dtype) @ v) * r0.to(v.dtype) + (ep * r.gather(-1, idx)).to(vp.dtype) @ vp
 
     out = out.transpose(1, 2).reshape(B, L, W)
     # Output projection once (linear); its bias scales with the total weight (1 for a softmax).

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import itertools
 import json
+import math
 import os
+import random
 
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader
 
 from dassl.engine import TRAINER_REGISTRY, TrainerX
 from dassl.optim import build_lr_scheduler, build_optimizer
@@ -42,22 +45,36 @@ class _AlphaModule(nn.Module):
 
 
 class CyclingBatches:
-    """Random mini-batches that cycle through the whole dataset: each pass is a fresh random
-    permutation (torch RNG), so every item is seen once per pass."""
+    """Random mini-batches that cycle through the whole dataset (METHOD.md §3).
 
-    def __init__(self, dataset, batch_size, num_workers=0, pin_memory=False):
-        self.loader = DataLoader(dataset, batch_size=batch_size, sampler=RandomSampler(dataset),
-                                 num_workers=num_workers, pin_memory=pin_memory, drop_last=False)
+    Pass p is a permutation drawn from a private generator seeded with ``seed + p``, cut into
+    batches; batch k of the run is therefore a pure function of (seed, k). That makes a resumed
+    search draw exactly the batches an uninterrupted one would, without touching the global RNG.
+    """
+
+    def __init__(self, dataset, batch_size, seed, num_workers=0, pin_memory=False):
+        self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.batches_per_pass = math.ceil(len(dataset) / batch_size)
         self._it = None
+
+    def batch_indices(self, k: int) -> list:
+        pass_index, j = divmod(k, self.batches_per_pass)
+        gen = torch.Generator().manual_seed(self.seed + pass_index)
+        perm = torch.randperm(len(self.dataset), generator=gen)
+        return perm[j * self.batch_size:(j + 1) * self.batch_size].tolist()
+
+    def start(self, position: int) -> None:
+        """Continue from the ``position``-th batch of the run (e.g. epoch * batches per epoch)."""
+        sampler = (self.batch_indices(k) for k in itertools.count(position))
+        loader = DataLoader(self.dataset, batch_sampler=sampler, num_workers=self.num_workers,
+                            pin_memory=self.pin_memory)
+        self._it = iter(loader)
 
     def next(self):
         if self._it is None:
-            self._it = iter(self.loader)
-        try:
-            return next(self._it)
-        except StopIteration:
-            self._it = iter(self.loader)
-            return next(self._it)
+            self.start(0)
+        return next(self._it)
 
 
 @TRAINER_REGISTRY.register()
@@ -86,8 +103,9 @@ class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
                 f"The validation split of {self.cfg.DATASET.NAME} overlaps the test split "
                 f"({len(overlap)} images); α must never see test data. Set DATASET.VAL_FROM_TRAIN True."
             )
+        seed = self.cfg.SEED if self.cfg.SEED >= 0 else random.SystemRandom().randrange(2**31)
         self.val_batches = CyclingBatches(
-            self.val_loader.dataset, self.cfg.TRAINER.DPL.SEARCH.VAL_BATCH_SIZE,
+            self.val_loader.dataset, self.cfg.TRAINER.DPL.SEARCH.VAL_BATCH_SIZE, seed,
             num_workers=self.cfg.DATALOADER.NUM_WORKERS,
             pin_memory=torch.cuda.is_available() and self.cfg.USE_CUDA,
         )
@@ -151,6 +169,11 @@ class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
             self.history.records = records
             print(f"Resumed α history ({len(records)} epochs)")
         self.early_stopped = self._should_stop()
+
+    def before_epoch(self):
+        super().before_epoch()
+        # α-step batches continue where this epoch starts, also after a resume.
+        self.val_batches.start(self.epoch * len(self.train_loader_x))
 
     def train(self):
         """The engine's epoch loop, plus early stopping when the derived configuration settles."""

@@ -112,7 +112,8 @@ class TrainerBase:
         """Resume every registered model from ``directory/<name>``; return the start epoch (0 if none).
 
         A model folder without a ``checkpoint`` pointer (a run killed before its first save
-        completed) counts as missing.
+        completed) counts as missing. With no registered model (ZeroshotCLIP) there is nothing to
+        resume: 0 (real Dassl crashes with UnboundLocalError here).
         """
         names = self.get_model_names()
         found = len(names) > 0 and all(

@@ -94,7 +94,8 @@ def build_lr_scheduler(optimizer, optim_cfg):
             stepsize = stepsize[-1]
         if not isinstance(stepsize, int):
             raise TypeError(
-                "For single_step lr_scheduler, stepsize must be an integer, but got {}".format(type(stepsize)))
+                "For single_step lr_scheduler, stepsize must be an integer, but got {}".format(
+                    type(stepsize)))
         if stepsize <= 0:
             stepsize = max_epoch
         scheduler = StepLR(optimizer, step_size=stepsize, gamma=gamma)
@@ -118,6 +119,7 @@ def build_lr_scheduler(optimizer, optim_cfg):
                 optimizer, scheduler, optim_cfg.WARMUP_EPOCH, optim_cfg.WARMUP_MIN_LR)
         else:
             raise ValueError(
-                "OPTIM.WARMUP_TYPE must be 'constant' or 'linear', but got {!r}".format(optim_cfg.WARMUP_TYPE))
+                "OPTIM.WARMUP_TYPE must be 'constant' or 'linear', but got {!r}".format(
+                    optim_cfg.WARMUP_TYPE))
 
     return scheduler

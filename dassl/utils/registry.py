@@ -1,7 +1,9 @@
 """Name -> object registries (trainers, datasets, evaluators)."""
 from __future__ import annotations
 
-__all__ = ["Registry"]
+from .tools import check_availability
+
+__all__ = ["Registry", "build_from_registry"]
 
 
 class Registry:
@@ -44,3 +46,12 @@ class Registry:
 
     def __repr__(self):
         return "Registry({!r}, {})".format(self._name, self.registered_names())
+
+
+def build_from_registry(registry, name, kind, verbose, *args, **kwargs):
+    """``registry.get(name)(*args, **kwargs)`` after an availability check that suggests the closest
+    registered name; prints ``Loading <kind>: <name>`` when ``verbose``."""
+    check_availability(name, registry.registered_names())
+    if verbose:
+        print("Loading {}: {}".format(kind, name))
+    return registry.get(name)(*args, **kwargs)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import errno
 import json
 import os
@@ -71,8 +72,10 @@ def read_image(path):
     return Image.open(path).convert("RGB")
 
 
+@functools.lru_cache(maxsize=1)
 def collect_env_info():
-    """PyTorch's environment report plus the Pillow version."""
+    """PyTorch's environment report plus the Pillow version (computed once per process: it runs
+    subprocesses)."""
     from torch.utils.collect_env import get_pretty_env_info
 
     env_str = get_pretty_env_info()

@@ -126,7 +126,7 @@ def save_checkpoint(state, save_dir, is_best=False, remove_module_from_keys=True
 
     Both writes are atomic and in that order, so a crash at any moment leaves the previous
     checkpoint (and the pointer naming it) loadable. ``state`` must hold only tensors and plain
-    Python values; it is verified by reading it back with ``weights_only=True`` semantics on load.
+    Python values, since ``load_checkpoint`` reads it with ``weights_only=True``.
     """
     mkdir_if_missing(save_dir)
     if remove_module_from_keys:

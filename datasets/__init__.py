@@ -1,0 +1,28 @@
+"""CoOp's 11 few-shot datasets and 4 ImageNet variants, in CoOp's on-disk formats (docs/DATASETS.md).
+
+Importing the package registers every dataset in Dassl's ``DATASET_REGISTRY`` under CoOp's names.
+"""
+from datasets import (  # noqa: F401
+    caltech101,
+    dtd,
+    eurosat,
+    fgvc_aircraft,
+    food101,
+    imagenet,
+    imagenet_a,
+    imagenet_r,
+    imagenet_sketch,
+    imagenetv2,
+    oxford_flowers,
+    oxford_pets,
+    stanford_cars,
+    sun397,
+    ucf101,
+)
+
+# Registered names, in CoOp's table order.
+COOP_DATASETS = (
+    "ImageNet", "Caltech101", "OxfordPets", "StanfordCars", "OxfordFlowers", "Food101", "FGVCAircraft",
+    "SUN397", "DescribableTextures", "EuroSAT", "UCF101",
+    "ImageNetV2", "ImageNetSketch", "ImageNetA", "ImageNetR",
+)

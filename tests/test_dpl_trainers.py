@@ -1,0 +1,147 @@
+"""DPLSearch and DPLTrain end to end through train.py on a tiny CLIP and the miniature DTD."""
+import json
+import os
+
+import pytest
+import torch
+
+from dpl.artifact import derive_lengths, load_artifact
+from tests.helpers.dataset_fixtures import write_fixture
+from tests.helpers.runs import final_accuracy, run_train, tiny_opts, train_args
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    write_fixture("DescribableTextures", root)
+    return root
+
+
+def search(root, out, clip_path, seed=1, epochs=2, extra_opts=()):
+    argv = train_args("DPLSearch", "vit_b16", "dtd", root, out, seed)
+    run_train(argv + tiny_opts(clip_path, epochs) + list(extra_opts))
+    return os.path.join(out, "prompt_config.json")
+
+
+@pytest.fixture(scope="module")
+def search_run(data_root, tiny_clip_path, tmp_path_factory):
+    out = tmp_path_factory.mktemp("search")
+    return out, search(data_root, out, tiny_clip_path)
+
+
+def test_search_writes_valid_artifact_history_and_plots(search_run):
+    out, art_path = search_run
+    art = load_artifact(art_path)
+    for branch in ("text", "vision"):
+        alpha = torch.tensor(art[branch]["alpha"])
+        assert art[branch]["lengths"] == derive_lengths(alpha, art[branch]["options"])
+        assert art[branch]["options"] == [0, 2, 4, 6]
+    assert art["text"]["num_blocks"] == 3 and art["vision"]["width"] == 128
+    assert art["provenance"]["epochs_run"] == 2 and art["provenance"]["dataset"] == "DescribableTextures"
+    history = json.load(open(os.path.join(out, "alpha_history.json")))
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert history[-1]["text"]["lengths"] == art["text"]["lengths"]
+    # α moved away from its ~1e-3 init
+    assert max(abs(v) for row in art["text"]["alpha"] for v in row) > 5e-3
+    for png in ("alpha_heatmap.png", "alpha_convergence.png"):
+        assert os.path.getsize(os.path.join(out, png)) > 1000
+    log = open(os.path.join(out, "log.txt")).read()
+    assert "Finish training" in log and "* accuracy:" in log
+
+
+def test_same_seed_gives_identical_artifact(search_run, data_root, tiny_clip_path, tmp_path):
+    _, first = search_run
+    second = search(data_root, tmp_path / "again", tiny_clip_path)
+    a, b = json.load(open(first)), json.load(open(second))
+    a["provenance"].pop("created")
+    b["provenance"].pop("created")
+    assert a == b
+
+
+def test_interrupted_search_resumes_to_the_same_artifact(search_run, data_root, tiny_clip_path,
+                                                         tmp_path, monkeypatch):
+    from trainers.dpl_search import DPLSearch
+
+    _, reference = search_run
+    out = tmp_path / "killed"
+    original = DPLSearch.after_epoch
+
+    def die_after_first_epoch(self):
+        original(self)
+        if self.epoch == 0:
+            raise KeyboardInterrupt("simulated kill")
+
+    monkeypatch.setattr(DPLSearch, "after_epoch", die_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        search(data_root, out, tiny_clip_path)
+    assert not os.path.exists(out / "prompt_config.json")
+    monkeypatch.setattr(DPLSearch, "after_epoch", original)
+    resumed = search(data_root, out, tiny_clip_path)
+    a, b = json.load(open(reference)), json.load(open(resumed))
+    for x in (a, b):
+        x["provenance"].pop("created")
+    assert a == b
+
+
+def test_train_on_artifact_then_eval_only_reproduces(search_run, data_root, tiny_clip_path, tmp_path):
+    _, art = search_run
+    out = tmp_path / "train"
+    opts = tiny_opts(tiny_clip_path) + ["TRAINER.DPL.CONFIG_FILE", art]
+    run_train(train_args("DPLTrain", "vit_b16", "dtd", data_root, out) + opts)
+    acc = final_accuracy(out / "log.txt")
+    assert os.path.isfile(out / "prompt_learner" / "model.pth.tar-2")
+    ckpt = torch.load(out / "prompt_learner" / "model.pth.tar-2", weights_only=True)
+    assert all("clip" not in k for k in ckpt["state_dict"])  # prompts only
+    ev = tmp_path / "eval"
+    run_train(train_args("DPLTrain", "vit_b16", "dtd", data_root, ev,
+                         extra=["--eval-only", "--model-dir", str(out), "--load-epoch", "2"])
+              + tiny_opts(tiny_clip_path) + ["TRAINER.DPL.CONFIG_FILE", str(out / "prompt_config.json")])
+    assert final_accuracy(ev / "log.txt") == acc
+
+
+def test_artifact_of_another_model_is_refused(search_run, data_root, tiny_clip_path, tmp_path, capsys):
+    _, art = search_run
+    bad = json.load(open(art))
+    bad["vision"]["width"] = 768
+    path = tmp_path / "other.json"
+    path.write_text(json.dumps(bad))
+    with pytest.raises(SystemExit) as exit_info:
+        run_train(train_args("DPLTrain", "vit_b16", "dtd", data_root, tmp_path / "o")
+                  + tiny_opts(tiny_clip_path) + ["TRAINER.DPL.CONFIG_FILE", str(path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "other.json" in err and "width 768" in err
+
+
+def test_eval_encodes_class_prompts_once_per_pass(search_run, data_root, tiny_clip_path, tmp_path,
+                                                  monkeypatch):
+    from dpl.model import DPLCLIP
+
+    calls = []
+    original = DPLCLIP.encode_text
+
+    def counting(self, *a, **k):
+        calls.append(1)
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(DPLCLIP, "encode_text", counting)
+    out = tmp_path / "zs"
+    # no prompts at all + eval-only = zero-shot CLIP through DPLTrain; test split has 10 images,
+    # batch 2 -> 5 test batches, but the class prompts are encoded once.
+    run_train(train_args("DPLTrain", "vit_b16", "dtd", data_root, out, extra=["--eval-only"])
+              + tiny_opts(tiny_clip_path) + ["DATALOADER.TEST.BATCH_SIZE", "2"])
+    assert len(calls) == 1
+
+
+def test_kd_weight_zero_builds_no_teacher(search_run, data_root, tiny_clip_path, tmp_path, monkeypatch):
+    import dpl.distill
+
+    built = []
+    monkeypatch.setattr(dpl.distill.ZeroShotTeacher, "__init__",
+                        lambda self, *a, **k: built.append(1) or (_ for _ in ()).throw(AssertionError))
+    _, art = search_run
+    run_train(train_args("DPLTrain", "vit_b16", "dtd", data_root, tmp_path / "nokd")
+              + tiny_opts(tiny_clip_path, epochs=1) + ["TRAINER.DPL.CONFIG_FILE", art])
+    assert built == []

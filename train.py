@@ -1,0 +1,283 @@
+"""CoOp/MaPLe-compatible command line: flags + ``KEY VALUE`` opts -> cfg -> trainer -> train / eval.
+
+    python train.py --root DATA --seed 1 --trainer DPLTrain \\
+        --dataset-config-file configs/datasets/dtd.yaml \\
+        --config-file configs/trainers/DPLTrain/vit_b16.yaml \\
+        --output-dir output/... DATASET.NUM_SHOTS 16
+
+Config merge order: Dassl defaults, ``extend_cfg``, dataset YAML, trainer YAML, CLI flags, opts.
+All ``--flags`` must come before the first ``KEY VALUE`` pair (opts swallow the rest).
+``main(argv)`` also works in-process. User mistakes print one ``train.py: error: ...`` line and
+exit with code 2 (set ``DPL_DEBUG=1`` for the traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+import pickle
+import sys
+import tempfile
+
+import torch
+import yaml
+
+from dassl.config import get_cfg_default
+from dassl.data.datasets import DATASET_REGISTRY
+from dassl.engine import TRAINER_REGISTRY, build_trainer
+from dassl.utils import check_availability, collect_env_info, set_random_seed, setup_logger
+
+
+def _skip_missing(err, names, what):
+    """Re-raise ``err`` unless it is the named module itself that is missing (then warn)."""
+    if err.name not in names:
+        raise err
+    print(f"train.py: warning: {what} not found next to train.py; skipped.", file=sys.stderr)
+
+
+# Importing these packages registers our datasets and trainers (Dassl registries).
+try:
+    import datasets  # noqa: F401
+except ModuleNotFoundError as _err:
+    _skip_missing(_err, ("datasets",), "package 'datasets' (the dataset loaders)")
+try:
+    import trainers  # noqa: F401
+except ModuleNotFoundError as _err:
+    _skip_missing(_err, ("trainers",), "package 'trainers' (the trainers)")
+try:
+    from trainers.config import extend_cfg
+except ModuleNotFoundError as _err:
+    _skip_missing(_err, ("trainers", "trainers.config"), "trainers/config.py (extend_cfg)")
+
+    def extend_cfg(cfg):
+        return None
+
+try:
+    from dpl.clip_loader import CheckpointError
+except ImportError:  # dpl is optional for the engine itself
+    class CheckpointError(RuntimeError):
+        pass
+
+
+class UserError(Exception):
+    """A mistake in the command line or the config; reported as one line, exit code 2."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line and config.
+
+def get_parser():
+    parser = argparse.ArgumentParser(prog="train.py")
+    parser.add_argument("--root", type=str, default="", help="path to dataset")
+    parser.add_argument("--output-dir", type=str, default="", help="output directory")
+    parser.add_argument("--resume", type=str, default="",
+                        help="checkpoint directory (from which the training resumes)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="fixed seed (>= 0); omitted: keep SEED from the config files / opts")
+    parser.add_argument("--source-domains", type=str, nargs="+", help="source domains for DA/DG")
+    parser.add_argument("--target-domains", type=str, nargs="+", help="target domains for DA/DG")
+    parser.add_argument("--transforms", type=str, nargs="+", help="data augmentation methods")
+    parser.add_argument("--config-file", type=str, default="", help="path to config file")
+    parser.add_argument("--dataset-config-file", type=str, default="",
+                        help="path to config file for dataset setup")
+    parser.add_argument("--trainer", type=str, default="", help="name of trainer")
+    parser.add_argument("--backbone", type=str, default="", help="name of CNN backbone")
+    parser.add_argument("--head", type=str, default="", help="name of head")
+    parser.add_argument("--eval-only", action="store_true", help="evaluation only")
+    parser.add_argument("--model-dir", type=str, default="",
+                        help="load model from this directory for eval-only mode")
+    parser.add_argument("--load-epoch", type=int,
+                        help="load model weights at this epoch for evaluation")
+    parser.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
+    parser.add_argument("opts", default=None, nargs=argparse.REMAINDER,
+                        help="modify config options using the command-line")
+    return parser
+
+
+def reset_cfg(cfg, args):
+    """Apply the CLI flags (they beat both YAML files; opts beat them)."""
+    if args.root:
+        cfg.DATASET.ROOT = args.root
+    if args.output_dir:
+        cfg.OUTPUT_DIR = args.output_dir
+    if args.resume:
+        cfg.RESUME = args.resume
+    if args.seed is not None:  # real CoOp used `if args.seed:`, which ignored --seed 0
+        cfg.SEED = args.seed
+    if args.source_domains:
+        cfg.DATASET.SOURCE_DOMAINS = args.source_domains
+    if args.target_domains:
+        cfg.DATASET.TARGET_DOMAINS = args.target_domains
+    if args.transforms:
+        cfg.INPUT.TRANSFORMS = args.transforms
+    if args.trainer:
+        cfg.TRAINER.NAME = args.trainer
+    if args.backbone:
+        cfg.MODEL.BACKBONE.NAME = args.backbone
+    if args.head:
+        cfg.MODEL.HEAD.NAME = args.head
+
+
+def setup_cfg(args):
+    """Defaults -> extend_cfg -> dataset YAML -> trainer YAML -> CLI flags -> opts -> freeze."""
+    cfg = get_cfg_default()
+    extend_cfg(cfg)
+    if args.dataset_config_file:
+        _merge_file(cfg, args.dataset_config_file, "--dataset-config-file")
+    if args.config_file:
+        _merge_file(cfg, args.config_file, "--config-file")
+    reset_cfg(cfg, args)
+    _merge_opts(cfg, args.opts or [])
+    cfg.freeze()
+    return cfg
+
+
+def _merge_file(cfg, path, flag):
+    if not os.path.isfile(path):
+        raise UserError(f"config file {path!r} ({flag}) does not exist; check the path.")
+    try:
+        cfg.merge_from_file(path)
+    except KeyError as err:
+        raise UserError(_unknown_key_message(cfg, err, f"in {path}")) from None
+    except (ValueError, AssertionError, yaml.YAMLError) as err:
+        raise UserError(f"in {path}: {_first_line(err)}; fix the value in that file.") from None
+
+
+def _merge_opts(cfg, opts):
+    try:
+        cfg.merge_from_list(opts)
+    except AssertionError as err:
+        text = _first_line(err)
+        if text.startswith("Non-existent key"):
+            raise UserError(_unknown_key_message(cfg, err, "in the command-line opts")) from None
+        if "odd length" in text:
+            raise UserError(
+                f"the command-line opts {opts} must be KEY VALUE pairs (got {len(opts)} items); "
+                "put every --flag before the first KEY.") from None
+        raise UserError(f"in the command-line opts: {text}") from None
+    except (ValueError, KeyError) as err:
+        raise UserError(f"in the command-line opts: {_first_line(err)}; give a value of the "
+                        "default's type (e.g. 1.0 for a float key).") from None
+
+
+def _first_line(err):
+    text = err.args[0] if err.args and isinstance(err.args[0], str) else str(err)
+    return text.strip().splitlines()[0] if text.strip() else type(err).__name__
+
+
+def _all_keys(node, prefix=""):
+    keys = []
+    for k, v in node.items():
+        full = prefix + k
+        keys.append(full)
+        if isinstance(v, dict):
+            keys.extend(_all_keys(v, full + "."))
+    return keys
+
+
+def _unknown_key_message(cfg, err, where):
+    key = _first_line(err).split(":", 1)[-1].strip()
+    msg = f"unknown config key {key} {where}"
+    close = difflib.get_close_matches(key, _all_keys(cfg), n=1, cutoff=0.5)
+    if close:
+        return msg + f"; did you mean {close[0]}?"
+    return msg + "; see dassl/config/defaults.py and trainers/config.py for the valid keys."
+
+
+def validate_cfg(cfg):
+    """Reject obviously wrong values before any log, data or model is created."""
+    # Same ValueError ("... do you mean ...?") as build_trainer / build_dataset, but before the run.
+    check_availability(cfg.TRAINER.NAME, TRAINER_REGISTRY.registered_names())
+    check_availability(cfg.DATASET.NAME, DATASET_REGISTRY.registered_names())
+    shots = cfg.DATASET.NUM_SHOTS
+    if shots == 0 or shots < -1:
+        raise UserError(
+            f"DATASET.NUM_SHOTS must be -1 (all images) or a positive number of shots, got {shots}; "
+            "e.g. pass DATASET.NUM_SHOTS 16.")
+    for key in ("TRAIN_X", "TRAIN_U", "TEST"):
+        batch = cfg.DATALOADER[key].BATCH_SIZE
+        if batch <= 0:
+            raise UserError(f"DATALOADER.{key}.BATCH_SIZE must be positive, got {batch}; "
+                            f"e.g. pass DATALOADER.{key}.BATCH_SIZE 4.")
+    _check_writable(cfg.OUTPUT_DIR)
+
+
+def _check_writable(directory):
+    try:
+        os.makedirs(directory, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as err:
+        raise UserError(f"OUTPUT_DIR {directory!r} is not writable ({err.strerror or err}); "
+                        "choose another --output-dir.") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Run.
+
+def print_args(args, cfg):
+    print("***************")
+    print("** Arguments **")
+    print("***************")
+    for key in sorted(args.__dict__.keys()):
+        print(f"{key}: {args.__dict__[key]}")
+    print("************")
+    print("** Config **")
+    print("************")
+    print(cfg)
+
+
+def run(args):
+    cfg = setup_cfg(args)
+    validate_cfg(cfg)
+    if cfg.SEED >= 0:
+        print(f"Setting fixed seed: {cfg.SEED}")
+        set_random_seed(cfg.SEED)
+
+    logger = setup_logger(cfg.OUTPUT_DIR)
+    try:
+        if torch.cuda.is_available() and cfg.USE_CUDA:
+            torch.backends.cudnn.benchmark = True
+
+        print_args(args, cfg)
+        print("Collecting env info ...")
+        print(f"** System info **\n{collect_env_info()}\n")
+
+        trainer = build_trainer(cfg)
+        if args.eval_only:
+            trainer.load_model(args.model_dir, epoch=args.load_epoch)
+            trainer.test()
+            return
+        if not args.no_train:
+            trainer.train()
+    finally:
+        # In-process callers (tests, notebooks) get their stdout back and the log file closed.
+        sys.stdout.flush()
+        if sys.stdout is logger:
+            sys.stdout = logger.console
+        logger.close()
+
+
+# UnpicklingError covers refused legacy checkpoints (UnsafeCheckpointError) and unsafe caches.
+_USER_ERRORS = (UserError, FileNotFoundError, NotADirectoryError, ValueError, CheckpointError,
+                pickle.UnpicklingError)
+
+
+def main(argv=None):
+    """Run the CLI on ``argv`` (default ``sys.argv[1:]``). Raises SystemExit(2) on user errors."""
+    args = get_parser().parse_args(argv)
+    try:
+        run(args)
+    except _USER_ERRORS as err:
+        if os.environ.get("DPL_DEBUG", "") not in ("", "0"):
+            raise
+        print(f"train.py: error: {_error_text(err)}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _error_text(err):
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+if __name__ == "__main__":
+    main()
