@@ -161,13 +161,14 @@ def mixed_attention_fused(attn: nn.MultiheadAttention, h: torch.Tensor, prompt_h
     kp, vp = F.linear(prompt_h.to(h.dtype), w_in[W:], None if b_in is None else b_in[W:]) \
         .view(num_p, 2, H, d).permute(1, 2, 0, 3)                                  # 2 x (H, P, d)
     q = q * d ** -0.5
-    s = (q @ k.transpose(-1, -2)).float()                                         # (B, H, L, L)
-    mask = additive_mask(mask, s.dtype)
+    # Softmax bookkeeping in at least fp32 whatever the compute dtype (amp / fp16 weights).
+    acc = torch.promote_types(q.dtype, torch.float32)
+    s = (q @ k.transpose(-1, -2)).to(acc)                                         # (B, H, L, L)
+    mask = additive_mask(mask, acc)
     if mask is not None:
         s = s + mask
-    sp = (q @ kp.transpose(-1, -2)).float()                                       # (B, H, L, P)
+    sp = (q @ kp.transpose(-1, -2)).to(acc)                                       # (B, H, L, P)
 
-    # Softmax bookkeeping in fp32 whatever the compute dtype (amp / fp16 weights).
     idx = segment.view(1, 1, 1, num_p).expand(B, H, L, num_p)
     m0 = s.detach().amax(dim=-1, keepdim=True)                                    # (B, H, L, 1)
     mk = m0.expand(B, H, L, num_opts).scatter_reduce(-1, idx, sp.detach(), "amax")  # (B, H, L, K)
@@ -176,7 +177,7 @@ def mixed_attention_fused(attn: nn.MultiheadAttention, h: torch.Tensor, prompt_h
     decay = torch.exp(m0 - mk)                                                    # <= 1
     z = e0.sum(dim=-1, keepdim=True) * decay + \
         ep.new_zeros(B, H, L, num_opts).scatter_add(-1, idx, ep)                  # (B, H, L, K) >= 1
-    r = weights.float() / z
+    r = weights.to(acc) / z
     r0 = (r * decay).sum(dim=-1, keepdim=True)                                    # (B, H, L, 1)
     # r0 is per row, so scale the (L, d) product rather than the (L, L) weights.
     out = (e0.to(v.dtype) @ v) * r0.to(v.dtype) + (ep * r.gather(-1, idx)).to(vp.dtype) @ vp

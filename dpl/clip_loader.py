@@ -11,6 +11,7 @@ load archives from a trusted source (OpenAI's files, or your own). Plain state d
 from __future__ import annotations
 
 import os
+import re
 import zipfile
 from typing import Optional, Union
 
@@ -77,8 +78,8 @@ def read_openai_state_dict(file: str) -> dict:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt files
         raise CheckpointError(
-            f"Could not read the CLIP checkpoint {file}: {type(exc).__name__}: {exc}. The file is "
-            "corrupt or not an OpenAI-format CLIP checkpoint; copy it again."
+            f"Could not read the CLIP checkpoint {file} ({type(exc).__name__}: {_reason(exc)}); the "
+            "file is corrupt, truncated or not an OpenAI-format CLIP checkpoint: copy it again."
         ) from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = {k[7:] if k.startswith("module.") else k: v for k, v in state["state_dict"].items()}
@@ -87,6 +88,18 @@ def read_openai_state_dict(file: str) -> dict:
             f"{file} is not an OpenAI-format CLIP checkpoint (no 'token_embedding.weight' key)."
         )
     return state
+
+
+def _reason(exc: Exception) -> str:
+    """The informative sentence of a torch.load error on one line (torch's weights-only text spans
+    paragraphs of boilerplate that suggest ``weights_only=False``, which must not be done blindly)."""
+    text = str(exc).split("WeightsUnpickler error:", 1)[-1]
+    boilerplate = ("Weights only load failed", "Check the documentation", "Please file an issue")
+    for para in re.split(r"\n\s*\n", text):
+        line = " ".join(para.split())
+        if line and not line.startswith(boilerplate):
+            return line.split(". ")[0].rstrip(".")
+    return "no details"
 
 
 def _is_torchscript(file: str) -> bool:

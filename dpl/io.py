@@ -27,11 +27,14 @@ def atomic_open(path: str, mode: str = "w", **kwargs) -> Iterator[Any]:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(err, OSError) and err.filename is None and err.errno is not None:
+            # A full disk surfaces from write/fsync without a file name; name the target.
+            raise OSError(err.errno, err.strerror or str(err), path) from err
         raise
     _fsync_dir(directory)
 

@@ -50,10 +50,12 @@ def _heatmap(ax, probs, options, title):
     return im
 
 
-def _save(fig, path):
+def save_figure(fig, path: str) -> str:
+    """Write ``fig`` as a PNG atomically, then close it; returns ``path``."""
     with atomic_open(path, "wb") as fh:
         fig.savefig(fh, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
+    return path
 
 
 def plot_heatmaps(records: list, options: dict, path: str, epoch: Optional[int] = None) -> str:
@@ -64,8 +66,7 @@ def plot_heatmaps(records: list, options: dict, path: str, epoch: Optional[int] 
         im = _heatmap(ax, rec[branch]["probs"], options.get(branch),
                       f"{branch} — epoch {rec['epoch']} — lengths {rec[branch]['lengths']}")
     fig.colorbar(im, ax=list(axes), shrink=0.8, label="softmax(α)")
-    _save(fig, path)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_convergence(records: list, path: str) -> str:
@@ -85,8 +86,7 @@ def plot_convergence(records: list, path: str) -> str:
     axes[1].set_xlabel("epoch")
     axes[1].set_ylabel("mean TV distance to previous epoch")
     axes[1].legend(fontsize=7)
-    _save(fig, path)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_search_run(run_dir: str) -> list:
@@ -107,12 +107,12 @@ def _record_at(records: list, epoch: int) -> dict:
     raise ValueError(f"epoch {epoch} is not in the history (epochs {have[0]}..{have[-1]}).")
 
 
-def plot_evolution(runs: Sequence[tuple], epochs: Sequence[int], path: str,
-                   branch: str = "text") -> str:
+def evolution_figure(runs: Sequence[tuple], epochs: Sequence[int], branch: str = "text"):
     """softmax(α) heatmaps at chosen epochs side by side, one row per run (paper Fig. 4).
 
-    runs: (label, records, options) triples; epochs: epochs to show (clipped to each run's last).
-    Returns ``path``; the figure has len(runs) × len(epochs) panels.
+    runs: (label, records, options) triples; epochs: epochs to show (clipped to each run's last;
+    <= 0 = the first recorded epoch). Returns the figure: len(runs) × len(epochs) heatmap panels
+    plus one colorbar.
     """
     n_rows, n_cols = len(runs), len(epochs)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.4 * n_cols + 1, 2.6 * n_rows),
@@ -125,5 +125,10 @@ def plot_evolution(runs: Sequence[tuple], epochs: Sequence[int], path: str,
             im = _heatmap(axes[row][col], rec[branch]["probs"], options,
                           f"{label} — {branch} — epoch {rec['epoch']}")
     fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6, label="softmax(α)")
-    _save(fig, path)
-    return path
+    return fig
+
+
+def plot_evolution(runs: Sequence[tuple], epochs: Sequence[int], path: str,
+                   branch: str = "text") -> str:
+    """``evolution_figure`` saved as a PNG at ``path``; returns ``path``."""
+    return save_figure(evolution_figure(runs, epochs, branch), path)

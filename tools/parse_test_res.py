@@ -84,8 +84,10 @@ def run_result(run_dir: str, keyword: str = "accuracy"):
     return result
 
 
-def collect(root: str, keyword: str = "accuracy") -> dict:
-    """{(experiment, dataset): {seed: value}} for every seed dir below ``root``."""
+def collect(root: str, keyword: str = "accuracy", include_search: bool = False) -> dict:
+    """{(experiment, dataset): {seed: value}} for every seed dir below ``root``.
+
+    DPLSearch runs are skipped unless ``include_search`` (their test number is the supernet's)."""
     datasets = known_datasets()
     found = defaultdict(dict)
     for dirpath, dirnames, _ in os.walk(root):
@@ -102,6 +104,8 @@ def collect(root: str, keyword: str = "accuracy") -> dict:
         if dataset is None:
             dataset = parts[-1] if parts else os.path.basename(os.path.abspath(root))
         experiment = "/".join(p for p in parts if p != dataset) or "."
+        if "DPLSearch" in parts and not include_search:
+            continue
         found[(experiment, dataset)][int(m.group(1))] = value
     return found
 
@@ -144,10 +148,10 @@ def harmonic(a, b) -> float:
     return 0.0 if a + b == 0 else 2 * a * b / (a + b)
 
 
-def base2new_table(root: str, keyword: str = "accuracy") -> tuple:
+def base2new_table(root: str, keyword: str = "accuracy", include_search: bool = False) -> tuple:
     """Rows = (experiment, dataset) + a per-experiment average; base, new, HM columns."""
-    base = collect(os.path.join(root, "base2new_base"), keyword)
-    new = collect(os.path.join(root, "base2new_new"), keyword)
+    base = collect(os.path.join(root, "base2new_base"), keyword, include_search)
+    new = collect(os.path.join(root, "base2new_new"), keyword, include_search)
     if not base:
         raise SystemExit(f"Nothing found in {os.path.join(root, 'base2new_base')}")
     headers = ["experiment", "dataset", "base", "new", "HM", "seeds"]
@@ -191,16 +195,18 @@ def main(argv=None) -> int:
     parser.add_argument("--base2new", action="store_true",
                         help="DIRECTORY holds base2new_base/ and base2new_new/ (scripts/dpl/base2new.sh)")
     parser.add_argument("--keyword", default="accuracy", help="metric name in '* <keyword>: X%%'")
+    parser.add_argument("--include-search", action="store_true",
+                        help="also list DPLSearch runs (their accuracy is the supernet's)")
     parser.add_argument("--csv", help="also write the table as CSV")
     parser.add_argument("--md", help="also write the table as Markdown")
     args = parser.parse_args(argv)
     if not os.path.isdir(args.directory):
         parser.error(f"{args.directory} is not a directory")
     if args.base2new:
-        headers, rows = base2new_table(args.directory, args.keyword)
+        headers, rows = base2new_table(args.directory, args.keyword, args.include_search)
         title = "Base-to-new (mean ± 95% CI over seeds; HM of the means)"
     else:
-        found = collect(args.directory, args.keyword)
+        found = collect(args.directory, args.keyword, args.include_search)
         if not found:
             raise SystemExit(f"Nothing found in {args.directory} (no seed*/log.txt with a result)")
         headers, rows = fewshot_table(found)

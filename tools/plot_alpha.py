@@ -27,6 +27,16 @@ def history_path(run_dir: str) -> str:
 
 
 def main(argv=None) -> int:
+    try:
+        return _run(argv)
+    except ValueError as err:  # unreadable history or an epoch it does not hold
+        raise SystemExit(f"plot_alpha.py: error: {err}") from None
+    except KeyError as err:
+        raise SystemExit(f"plot_alpha.py: error: an alpha_history.json record has no {err} entry; "
+                         "pass histories written by DPLSearch.") from None
+
+
+def _run(argv) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("run_dirs", nargs="+", help="DPLSearch output directories")
     p.add_argument("--epoch", type=int, help="heatmap at this epoch (default: last)")

@@ -17,6 +17,7 @@ def extend_cfg(cfg):
 
     _add_dpl(cfg)
     _add_baselines(cfg)
+    _add_zeroshot(cfg)
 
 
 def _add_dpl(cfg):
@@ -81,3 +82,10 @@ def _add_baselines(cfg):
     cfg.TRAINER.IVLP.PREC = "fp16"
     cfg.TRAINER.IVLP.PROMPT_DEPTH_VISION = 9
     cfg.TRAINER.IVLP.PROMPT_DEPTH_TEXT = 9
+
+
+def _add_zeroshot(cfg):
+    # ZeroshotCLIP (CoOp) had no keys of its own: it ran CLIP's fp16 weights with CoOp's templates.
+    cfg.TRAINER.ZEROSHOTCLIP = CN()
+    cfg.TRAINER.ZEROSHOTCLIP.PREC = "fp16"  # fp16 (CUDA) / fp32 / amp
+    cfg.TRAINER.ZEROSHOTCLIP.TEMPLATE = ""  # "" = CoOp's template for DATASET.NAME, e.g. "{} texture."

@@ -150,11 +150,18 @@ class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
     def forward_backward(self, batch):
         train = self.parse_batch_train(batch)
         val = self.parse_batch_train(self.val_batches.next())
-        if self.cfg.TRAINER.DPL.PREC == "amp":
-            with torch.autocast(device_type=self.device.type):
+        try:
+            if self.cfg.TRAINER.DPL.PREC == "amp":
+                with torch.autocast(device_type=self.device.type):
+                    summary = self.search.step(train, val)
+            else:
                 summary = self.search.step(train, val)
-        else:
-            summary = self.search.step(train, val)
+        except FloatingPointError as err:
+            raise FloatingPointError(
+                f"{err} at epoch {self.epoch + 1}/{self.max_epoch}, batch {self.batch_idx + 1}/"
+                f"{self.num_batches}. The last complete epoch's checkpoint in {self.output_dir} is "
+                "kept; lower OPTIM.LR or TRAINER.DPL.SEARCH.ALPHA_LR, or use PREC fp32."
+            ) from None
         if (self.batch_idx + 1) == self.num_batches:
             self.update_lr()
         return summary

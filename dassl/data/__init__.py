@@ -1,1 +1,1 @@
-from .data_manager import DataManager, DatasetWrapper  # noqa: F401
+from .data_manager import DataManager, DatasetWrapper, ImageReadError  # noqa: F401

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+from PIL import Image
 from tabulate import tabulate
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import Compose, Normalize, Resize, ToTensor
@@ -12,7 +13,12 @@ from .datasets import build_dataset
 from .samplers import build_sampler
 from .transforms import INTERPOLATION_MODES, build_transform
 
-__all__ = ["DataManager", "DatasetWrapper", "build_data_loader"]
+__all__ = ["DataManager", "DatasetWrapper", "ImageReadError", "build_data_loader"]
+
+
+class ImageReadError(ValueError):
+    """An image of the dataset cannot be read (corrupt, truncated, not an image, or gone since the
+    split was loaded). Raised by ``DatasetWrapper``; the message is one line naming the file."""
 
 
 def build_data_loader(cfg, sampler_type="SequentialSampler", data_source=None, batch_size=64,
@@ -171,7 +177,7 @@ class DatasetWrapper(Dataset):
         item = self.data_source[idx]
         output = {"label": item.label, "domain": item.domain, "impath": item.impath, "index": idx}
 
-        img0 = read_image(item.impath)
+        img0 = _read_image_or_explain(item.impath)
 
         if self.transform is not None:
             if isinstance(self.transform, (list, tuple)):
@@ -190,3 +196,21 @@ class DatasetWrapper(Dataset):
     def _transform_image(self, tfm, img0):
         views = [tfm(img0) for _ in range(self.k_tfm)]
         return views[0] if len(views) == 1 else views
+
+
+def _read_image_or_explain(impath):
+    """``read_image`` with a one-line error naming the file instead of a bare PIL/OS error.
+
+    The message stays on one line because a DataLoader worker ships it to the main process inside a
+    traceback text, from which ``train.py`` extracts the last line.
+    """
+    try:
+        return read_image(impath)
+    # PIL reports broken files as OSError (UnidentifiedImageError, "Truncated File Read"), ValueError,
+    # SyntaxError (some plugins) or DecompressionBombError.
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise ImageReadError(
+            "Cannot read image file {} ({}: {}); it is missing, truncated or not an image: restore "
+            "it from the original dataset archive.".format(impath, type(err).__name__, reason)
+        ) from None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 import time
 from collections import OrderedDict
 
@@ -22,8 +23,8 @@ from dassl.evaluation import build_evaluator
 from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import (
     AverageMeter, MetricMeter, count_num_param, get_rng_state, load_checkpoint,
-    load_pretrained_weights, mkdir_if_missing, resume_from_checkpoint, save_checkpoint,
-    tolist_if_not,
+    load_pretrained_weights, mkdir_if_missing, read_checkpoint_pointer, resume_from_checkpoint,
+    save_checkpoint, tolist_if_not,
 )
 
 __all__ = ["SimpleNet", "TrainerBase", "SimpleTrainer", "TrainerX", "TrainerXU"]
@@ -123,10 +124,12 @@ class TrainerBase:
             return 0
 
         print("Found checkpoint at {} (will resume training)".format(directory))
+        files = _common_epoch_files(directory, names)
         start_epoch = 0
         for name in names:
             start_epoch = resume_from_checkpoint(
-                os.path.join(directory, name), self._models[name], self._optims[name], self._scheds[name])
+                os.path.join(directory, name), self._models[name], self._optims[name], self._scheds[name],
+                fname=files[name])
         return start_epoch
 
     def load_model(self, directory, epoch=None):
@@ -440,6 +443,45 @@ class TrainerX(SimpleTrainer):
         label = batch["label"].to(self.device)
         domain = batch["domain"].to(self.device)
         return input, label, domain
+
+
+def _common_epoch_files(directory, names):
+    """The checkpoint file of each model to resume from, all of the same epoch.
+
+    Models are saved one after the other, so a run killed between two saves leaves their pointers
+    at different epochs (e.g. prompts at 3, alpha at 2). Resuming each from its own pointer would mix
+    epochs; instead every model resumes from ``model.pth.tar-<oldest epoch>``, which a model that
+    is ahead still has (regular saves are never deleted).
+    """
+    pointers = {name: read_checkpoint_pointer(os.path.join(directory, name)) for name in names}
+    same = len(set(pointers.values())) == 1
+    if len(names) == 1 or (same and _EPOCH_FILE.fullmatch(pointers[names[0]])):
+        return pointers
+    epochs = {name: _stored_epoch(os.path.join(directory, name), fname) for name, fname in pointers.items()}
+    oldest = min(epochs.values())
+    files = {}
+    for name in names:
+        files[name] = pointers[name] if epochs[name] == oldest else "model.pth.tar-{}".format(oldest)
+        fpath = os.path.join(directory, name, files[name])
+        if not os.path.isfile(fpath):
+            raise FileNotFoundError(
+                "Cannot resume consistently: the models in {} were saved at epochs {}, and {} is "
+                "missing; restore it, or delete the folder to train from scratch.".format(
+                    directory, epochs, fpath))
+    if len(set(epochs.values())) > 1:
+        print("Note: the run stopped between the saves of epochs {}; resuming every model from "
+              "epoch {}".format(sorted(set(epochs.values())), oldest))
+    return files
+
+
+_EPOCH_FILE = re.compile(r"model\.pth\.tar-(\d+)")
+
+
+def _stored_epoch(fdir, fname):
+    match = _EPOCH_FILE.fullmatch(fname)
+    if match:
+        return int(match.group(1))
+    return int(load_checkpoint(os.path.join(fdir, fname))["epoch"])  # e.g. model-best.pth.tar
 
 
 class TrainerXU(SimpleTrainer):

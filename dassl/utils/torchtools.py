@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import re
 import shutil
 import tempfile
 import warnings
@@ -22,8 +23,10 @@ import torch
 from .tools import mkdir_if_missing
 
 __all__ = [
-    "save_checkpoint", "load_checkpoint", "resume_from_checkpoint", "load_pretrained_weights",
+    "save_checkpoint", "load_checkpoint", "resume_from_checkpoint", "read_checkpoint_pointer",
+    "load_pretrained_weights",
     "count_num_param", "get_rng_state", "set_rng_state", "UnsafeCheckpointError",
+    "CorruptCheckpointError",
 ]
 
 UNSAFE_LOAD_ENV = "DASSL_ALLOW_UNSAFE_LOAD"
@@ -31,6 +34,10 @@ UNSAFE_LOAD_ENV = "DASSL_ALLOW_UNSAFE_LOAD"
 
 class UnsafeCheckpointError(pickle.UnpicklingError):
     """A checkpoint needs full unpickling (arbitrary code) and the caller did not opt in."""
+
+
+class CorruptCheckpointError(ValueError):
+    """A checkpoint file is truncated or garbled (e.g. an incomplete copy from another machine)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -61,11 +68,14 @@ def _atomic_write(fpath, write_fn, mode="wb"):
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, fpath)
-    except BaseException:
+    except BaseException as err:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(err, OSError) and err.filename is None and err.errno is not None:
+            # torch.save / write report "No space left on device" without a file; name the target.
+            raise OSError(err.errno, err.strerror or str(err), fpath) from err
         raise
     _fsync_dir(directory)
 
@@ -162,7 +172,8 @@ def load_checkpoint(fpath, allow_unsafe=None):
 
     A legacy checkpoint that needs full unpickling (real Dassl pickles its warm-up scheduler) is
     refused with UnsafeCheckpointError unless ``allow_unsafe=True`` or ``DASSL_ALLOW_UNSAFE_LOAD=1``;
-    with the opt-in it loads with a warning. Only opt in for files you trust.
+    with the opt-in it loads with a warning. Only opt in for files you trust. A truncated or
+    garbled file raises CorruptCheckpointError. Both messages are one line naming the file.
     """
     if fpath is None:
         raise ValueError("File path is None")
@@ -180,14 +191,14 @@ def load_checkpoint(fpath, allow_unsafe=None):
         if not _unsafe_allowed(allow_unsafe):
             print('Unable to load checkpoint from "{}"'.format(fpath))
             raise UnsafeCheckpointError(
-                'Checkpoint "{}" contains pickled Python objects (e.g. a scheduler saved by real '
-                "Dassl) and was refused by torch.load(weights_only=True) ({}); if you trust this "
-                "file, set {}=1 to load it anyway.".format(
-                    fpath, str(err).splitlines()[0] if str(err) else type(err).__name__, UNSAFE_LOAD_ENV)
+                'Checkpoint "{}" was refused by torch.load(weights_only=True) ({}): it is damaged, or '
+                "it holds pickled Python objects (e.g. a scheduler saved by real Dassl) that could "
+                "run code; copy it again, or, only if you trust this file, set {}=1 to load it "
+                "anyway.".format(fpath, weights_only_reason(err), UNSAFE_LOAD_ENV)
             ) from None
-    except Exception:
+    except (RuntimeError, EOFError) as err:  # zip reader / pickle stream errors of a damaged file
         print('Unable to load checkpoint from "{}"'.format(fpath))
-        raise
+        raise _corrupt(fpath, err) from None
 
     warnings.warn(
         'Loading "{}" with full unpickling ({} / allow_unsafe): this can run arbitrary code; '
@@ -200,21 +211,58 @@ def load_checkpoint(fpath, allow_unsafe=None):
         raise
 
 
-def resume_from_checkpoint(fdir, model, optimizer=None, scheduler=None, allow_unsafe=None):
-    """Resume from the file named in ``fdir/checkpoint``; return the stored epoch (the start epoch).
+def weights_only_reason(err):
+    """The informative sentence of a torch.load error, on one line (torch's text spans paragraphs
+    and suggests ``weights_only=False``, which is exactly what must not be done blindly)."""
+    text = str(err)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        text = text.split(marker, 1)[1]
+    boilerplate = ("Weights only load failed", "Check the documentation", "Please file an issue")
+    for para in re.split(r"\n\s*\n", text):
+        line = " ".join(para.split())
+        if line and not line.startswith(boilerplate):
+            return line.split(". ")[0].rstrip(".")
+    return type(err).__name__
 
-    Loads the model strictly, then optimizer and scheduler if given, and restores the RNG states
-    saved under ``rng_state`` so a resumed CPU run repeats an uninterrupted one.
-    """
+
+def _corrupt(fpath, err):
+    reason = weights_only_reason(err)
+    if reason != type(err).__name__:
+        reason = "{}: {}".format(type(err).__name__, reason)
+    return CorruptCheckpointError(
+        'Checkpoint "{}" is corrupt or truncated ({}); copy it again, or delete its run folder to '
+        "train from scratch.".format(fpath, reason))
+
+
+def read_checkpoint_pointer(fdir):
+    """The file name stored in ``fdir/checkpoint`` (the most recent complete save)."""
     pointer = os.path.join(fdir, "checkpoint")
     if not os.path.isfile(pointer):
         raise FileNotFoundError(
             'No "checkpoint" file in "{}"; it names the file to resume from. Delete the folder to '
             "train from scratch.".format(fdir)
         )
-    with open(pointer, "r") as checkpoint:
-        model_name = checkpoint.readlines()[0].strip("\n")
-        fpath = os.path.join(fdir, model_name)
+    with open(pointer, "r") as fh:
+        lines = fh.readlines()
+    name = lines[0].strip() if lines else ""
+    if not name or os.path.basename(name) != name:
+        raise ValueError(
+            'The checkpoint pointer "{}" holds {!r}, not a file name in that folder; write the name '
+            "of the checkpoint to resume from (e.g. model.pth.tar-3) into it, or delete the folder "
+            "to train from scratch.".format(pointer, name))
+    return name
+
+
+def resume_from_checkpoint(fdir, model, optimizer=None, scheduler=None, allow_unsafe=None,
+                           fname=None):
+    """Resume from the file named in ``fdir/checkpoint`` (or from ``fdir/fname``); return the stored
+    epoch (the start epoch).
+
+    Loads the model strictly, then optimizer and scheduler if given, and restores the RNG states
+    saved under ``rng_state`` so a resumed CPU run repeats an uninterrupted one.
+    """
+    fpath = os.path.join(fdir, fname or read_checkpoint_pointer(fdir))
 
     print('Loading checkpoint from "{}"'.format(fpath))
     checkpoint = load_checkpoint(fpath, allow_unsafe=allow_unsafe)
