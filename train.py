@@ -7,13 +7,16 @@
 
 Config merge order: Dassl defaults, ``extend_cfg``, dataset YAML, trainer YAML, CLI flags, opts.
 All ``--flags`` must come before the first ``KEY VALUE`` pair (opts swallow the rest).
-``main(argv)`` also works in-process. User mistakes print one ``train.py: error: ...`` line and
-exit with code 2 (set ``DPL_DEBUG=1`` for the traceback).
+``main(argv)`` also works in-process. User mistakes and explained failures (bad data, refused or
+corrupt files, a non-finite loss, a full disk) print one ``train.py: error: ...`` line, also at
+the end of the run's log, and exit with code 2 (set ``DPL_DEBUG=1`` for the traceback).
+``DPL_DETERMINISTIC=1`` selects deterministic GPU kernels (docs/REPRODUCIBILITY.md).
 """
 from __future__ import annotations
 
 import argparse
 import difflib
+import errno
 import os
 import pickle
 import sys
@@ -186,9 +189,10 @@ def _unknown_key_message(cfg, err, where):
 
 def validate_cfg(cfg):
     """Reject obviously wrong values before any log, data or model is created."""
-    # Same ValueError ("... do you mean ...?") as build_trainer / build_dataset, but before the run.
-    check_availability(cfg.TRAINER.NAME, TRAINER_REGISTRY.registered_names())
-    check_availability(cfg.DATASET.NAME, DATASET_REGISTRY.registered_names())
+    # Same ValueError ("... do you mean ...?") as build_trainer / build_dataset, but before the run
+    # and saying which name is wrong.
+    _check_name("trainer", "--trainer / TRAINER.NAME", cfg.TRAINER.NAME, TRAINER_REGISTRY)
+    _check_name("dataset", "DATASET.NAME in --dataset-config-file", cfg.DATASET.NAME, DATASET_REGISTRY)
     shots = cfg.DATASET.NUM_SHOTS
     if shots == 0 or shots < -1:
         raise UserError(
@@ -200,6 +204,13 @@ def validate_cfg(cfg):
             raise UserError(f"DATALOADER.{key}.BATCH_SIZE must be positive, got {batch}; "
                             f"e.g. pass DATALOADER.{key}.BATCH_SIZE 4.")
     _check_writable(cfg.OUTPUT_DIR)
+
+
+def _check_name(what, where, name, registry):
+    try:
+        check_availability(name, registry.registered_names())
+    except ValueError as err:
+        raise ValueError(f"unknown {what} {name!r} ({where}): {err}") from None
 
 
 def _check_writable(directory):
@@ -236,20 +247,13 @@ def run(args):
 
     logger = setup_logger(cfg.OUTPUT_DIR)
     try:
-        if torch.cuda.is_available() and cfg.USE_CUDA:
-            torch.backends.cudnn.benchmark = True
-
-        print_args(args, cfg)
-        print("Collecting env info ...")
-        print(f"** System info **\n{collect_env_info()}\n")
-
-        trainer = build_trainer(cfg)
-        if args.eval_only:
-            trainer.load_model(args.model_dir, epoch=args.load_epoch)
-            trainer.test()
-            return
-        if not args.no_train:
-            trainer.train()
+        _run_logged(args, cfg)
+    except Exception as err:
+        # The log of a failed run ends with the reason (stderr may not be kept on a cluster).
+        text = describe_error(err)
+        if text is not None and logger.file is not None and not logger.file.closed:
+            logger.file.write(f"train.py: error: {text}\n")
+        raise
     finally:
         # In-process callers (tests, notebooks) get their stdout back and the log file closed.
         sys.stdout.flush()
@@ -258,25 +262,90 @@ def run(args):
         logger.close()
 
 
-# UnpicklingError covers refused legacy checkpoints (UnsafeCheckpointError) and unsafe caches.
+def _run_logged(args, cfg):
+    configure_determinism(cfg)
+    print_args(args, cfg)
+    print("Collecting env info ...")
+    print(f"** System info **\n{collect_env_info()}\n")
+
+    trainer = build_trainer(cfg)
+    if args.eval_only:
+        trainer.load_model(args.model_dir, epoch=args.load_epoch)
+        trainer.test()
+        return
+    if not args.no_train:
+        trainer.train()
+
+
+def configure_determinism(cfg):
+    """cuDNN autotuning (fast, but it may pick different kernels per run) unless
+    ``DPL_DETERMINISTIC=1`` asks for deterministic GPU kernels (docs/REPRODUCIBILITY.md)."""
+    if os.environ.get("DPL_DETERMINISTIC", "") in ("", "0"):
+        if torch.cuda.is_available() and cfg.USE_CUDA:
+            torch.backends.cudnn.benchmark = True
+        return
+    # cuBLAS reads this when its first handle is created, i.e. after this point.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    # warn_only: an op without a deterministic kernel warns instead of stopping the run.
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    print("DPL_DETERMINISTIC=1: deterministic algorithms on, cuDNN benchmark off")
+
+
+# UnpicklingError covers refused legacy checkpoints (UnsafeCheckpointError) and unsafe caches;
+# ValueError covers dataset, artifact, corrupt checkpoint and unreadable image errors;
+# FloatingPointError a non-finite loss (the message names epoch and batch).
 _USER_ERRORS = (UserError, FileNotFoundError, NotADirectoryError, ValueError, CheckpointError,
-                pickle.UnpicklingError)
+                pickle.UnpicklingError, FloatingPointError)
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+_NO_ACCESS = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 def main(argv=None):
-    """Run the CLI on ``argv`` (default ``sys.argv[1:]``). Raises SystemExit(2) on user errors."""
+    """Run the CLI on ``argv`` (default ``sys.argv[1:]``). Raises SystemExit(2) on explained errors."""
     args = get_parser().parse_args(argv)
     try:
         run(args)
-    except _USER_ERRORS as err:
-        if os.environ.get("DPL_DEBUG", "") not in ("", "0"):
+    except Exception as err:
+        text = describe_error(err)
+        if text is None or os.environ.get("DPL_DEBUG", "") not in ("", "0"):
             raise
-        print(f"train.py: error: {_error_text(err)}", file=sys.stderr)
+        print(f"train.py: error: {text}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
+def describe_error(err):
+    """The one-line explanation of an error train.py reports, or None for anything else (a bug:
+    its traceback is shown)."""
+    if isinstance(err, OSError) and err.errno in _DISK_FULL:
+        where = err.filename or "the output"
+        return (f"no space left on the device while writing {where}; free space (or choose another "
+                "--output-dir) and re-run the same command: it resumes from the last complete epoch.")
+    if isinstance(err, OSError) and err.errno in _NO_ACCESS and err.filename:
+        return (f"cannot access {err.filename} ({err.strerror}); fix its permissions or choose "
+                "another path (--output-dir, --root).")
+    if isinstance(err, _USER_ERRORS):
+        return _error_text(err)
+    return None
+
+
 def _error_text(err):
-    return " ".join(str(err).split()) or type(err).__name__
+    text = str(err)
+    if "Original Traceback" in text:  # raised in a DataLoader worker: keep the original message
+        text = _worker_message(text, type(err))
+    return " ".join(text.split()) or type(err).__name__
+
+
+def _worker_message(text, exc_type):
+    """The message of the exception a DataLoader worker raised, from the traceback text torch puts
+    into the re-raised exception (its last line reads ``module.Type: message``)."""
+    prefixes = (f"{exc_type.__module__}.{exc_type.__qualname__}: ", f"{exc_type.__qualname__}: ")
+    for line in reversed(text.strip().splitlines()):
+        for prefix in prefixes:
+            if line.startswith(prefix):
+                return line[len(prefix):]
+    return text.strip().splitlines()[-1]
 
 
 if __name__ == "__main__":

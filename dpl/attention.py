@@ -18,6 +18,7 @@ Public functions (all batch-first; x is ``(batch, L, width)``):
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional, Sequence
 
 import torch
@@ -194,9 +195,14 @@ def option_segments(prompts: Sequence[Optional[torch.Tensor]], device) -> tuple:
     parts = [(k, p) for k, p in enumerate(prompts) if _has_tokens(p)]
     if not parts:
         return None, None
-    lengths = torch.tensor([p.shape[0] for _, p in parts], device=device)
-    ids = torch.tensor([k for k, _ in parts], device=device)
-    return torch.cat([p for _, p in parts], dim=0), torch.repeat_interleave(ids, lengths)
+    layout = tuple((k, p.shape[0]) for k, p in parts)
+    return torch.cat([p for _, p in parts], dim=0), _segment_ids(layout, torch.device(device))
+
+
+@functools.lru_cache(maxsize=64)
+def _segment_ids(layout: tuple, device: torch.device) -> torch.Tensor:
+    """(option, length) pairs -> (P,) option index per prompt token; cached (same every block)."""
+    return torch.tensor([k for k, n in layout for _ in range(n)], dtype=torch.long, device=device)
 
 
 def supernet_block(block: nn.Module, x: torch.Tensor, prompts: Sequence[Optional[torch.Tensor]],

@@ -153,7 +153,8 @@ class ImageTower(nn.Module):
         x = v.conv1(images.to(self.dtype)).flatten(2).transpose(1, 2)   # (B, grid², W)
         cls = v.class_embedding.to(x.dtype).view(1, 1, -1).expand(x.shape[0], 1, -1)
         x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
-        return v.ln_pre(v.patch_dropout(x))
+        dropout = getattr(v, "patch_dropout", None)  # identity in eval mode (CLIP keeps it there)
+        return v.ln_pre(dropout(x) if dropout is not None else x)
 
     def _encode(self, images: torch.Tensor, block_fn: BlockFn, any_prompt: bool) -> torch.Tensor:
         if not self.walkable:

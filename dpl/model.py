@@ -27,6 +27,9 @@ class DPLCLIP(nn.Module):
     arguments (``encoder_inputs()``).
     Class inputs (``token_embeddings`` (C, L, W), ``eot_index`` (C,)) are non-persistent buffers,
     rebuilt by ``set_classnames`` (e.g. base -> new evaluation).
+    The encoders share CLIP's modules; ``model.to(device)`` moves them, but buffers registered only
+    on the original ``clip_model`` (its text ``attn_mask``) stay put: build on the target device
+    (``load_clip(..., device=...)``) or move ``clip_model`` too if you also call it directly.
     """
 
     def __init__(self, text_encoder: TextTower, image_encoder: ImageTower,

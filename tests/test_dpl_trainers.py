@@ -92,6 +92,7 @@ def test_train_on_artifact_then_eval_only_reproduces(search_run, data_root, tiny
     run_train(train_args("DPLTrain", "vit_b16", "dtd", data_root, out) + opts)
     acc = final_accuracy(out / "log.txt")
     assert os.path.isfile(out / "prompt_learner" / "model.pth.tar-2")
+    assert not os.path.exists(out / "prompt_learner" / "model.pth.tar-1")  # KEEP_CHECKPOINTS 1
     ckpt = torch.load(out / "prompt_learner" / "model.pth.tar-2", weights_only=True)
     assert all("clip" not in k for k in ckpt["state_dict"])  # prompts only
     ev = tmp_path / "eval"

@@ -76,6 +76,29 @@ class PromptCheckpointMixin:
     def parse_batch_train(self, batch):
         return batch["img"].to(self.device), batch["label"].to(self.device)
 
+    def after_epoch(self):
+        super().after_epoch()
+        keep = getattr(self.cfg.TRAIN, "KEEP_CHECKPOINTS", 0)
+        if keep > 0:
+            for name in self.get_model_names():
+                prune_checkpoints(os.path.join(self.output_dir, name), keep)
+
+
+def prune_checkpoints(folder: str, keep: int) -> None:
+    """Delete all but the ``keep`` newest ``model.pth.tar-N`` files of one model folder.
+
+    Runs after every registered model has saved its epoch, so a crash at any point still leaves
+    one epoch that all models have (the engine resumes from the newest such epoch).
+    """
+    if not os.path.isdir(folder):
+        return
+    epochs = sorted(
+        int(f.rsplit("-", 1)[1]) for f in os.listdir(folder)
+        if f.startswith("model.pth.tar-") and f.rsplit("-", 1)[1].isdigit()
+    )
+    for epoch in epochs[:-keep]:
+        os.remove(os.path.join(folder, f"model.pth.tar-{epoch}"))
+
 
 def prompt_module_name() -> str:
     """Registered model name of the prompt parameters (CoOp's name, so tools find the files)."""

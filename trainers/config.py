@@ -15,6 +15,10 @@ def extend_cfg(cfg):
     # CoOp val split *is* the test split (ImageNet). The search stage turns this on.
     cfg.DATASET.VAL_FROM_TRAIN = False
 
+    # With TRAIN.CHECKPOINT_FREQ 1 every epoch is saved (so a killed run resumes); keep only the
+    # newest N regular checkpoints per model (0 = keep all, as Dassl does).
+    cfg.TRAIN.KEEP_CHECKPOINTS = 0
+
     _add_dpl(cfg)
     _add_baselines(cfg)
     _add_zeroshot(cfg)

@@ -12,8 +12,11 @@
 set -euo pipefail
 
 REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-DATA="${DATA:-./data}"
-OUTPUT="${OUTPUT:-./output}"
+# Absolute paths: train.py runs from $REPO_DIR, while checks and .done markers use the caller's cwd.
+abspath() { if [[ -z "$1" || "$1" == /* ]]; then echo "$1"; else echo "$PWD/${1#./}"; fi; }
+DATA="$(abspath "${DATA:-./data}")"
+OUTPUT="$(abspath "${OUTPUT:-./output}")"
+if [[ -n "${CLIP_CHECKPOINT:-}" ]]; then CLIP_CHECKPOINT="$(abspath "$CLIP_CHECKPOINT")"; fi
 PYTHON="${PYTHON:-python}"
 TRAINER="${TRAINER:-DPLTrain}"
 CFG_FROM_ENV="${CFG:-}"
