@@ -30,17 +30,6 @@ class ArtifactError(ValueError):
     """A prompt_config.json is missing, malformed, or does not fit the loaded model."""
 
 
-def check_options(options: Sequence[int], what: str = "options") -> list:
-    """Options must be distinct non-negative ints in increasing order, starting with 0."""
-    opts = [int(o) for o in options]
-    if not opts or opts[0] != 0 or any(b <= a for a, b in zip(opts, opts[1:])):
-        raise ValueError(
-            f"{what} must be a sorted list of distinct context lengths starting with 0 "
-            f"(e.g. [0, 2, 4, 6]); got {list(options)}."
-        )
-    return opts
-
-
 def derive_lengths(alpha: torch.Tensor, options: Sequence[int]) -> list:
     """Per block ``options[argmax alpha_i]``; ties go to the shorter prompt (the earlier option)."""
     rows = alpha.detach().float().cpu().tolist()

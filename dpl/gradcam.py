@@ -35,6 +35,10 @@ CLIP_MEAN = tuple(OPENAI_DATASET_MEAN)
 CLIP_STD = tuple(OPENAI_DATASET_STD)
 
 
+class GradCamError(ValueError):
+    """The model or the requested block cannot give a Grad-CAM map."""
+
+
 # ----------------------------------------------------------------------------------------------
 # The image tower and its geometry
 # ----------------------------------------------------------------------------------------------
@@ -43,7 +47,7 @@ def find_image_tower(model: nn.Module) -> nn.Module:
     for module in model.modules():
         if is_vit(module):
             return module
-    raise TypeError(f"{type(model).__name__} holds no ViT image tower; Grad-CAM needs patch tokens, "
+    raise GradCamError(f"{type(model).__name__} holds no ViT image tower; Grad-CAM needs patch tokens, "
                     "so use a ViT backbone (e.g. ViT-B/16), not a ResNet.")
 
 
@@ -52,7 +56,7 @@ def vit_grid(visual: nn.Module) -> int:
     num_patches = visual.positional_embedding.shape[0] - 1
     grid = math.isqrt(num_patches)
     if grid * grid != num_patches:
-        raise TypeError(f"The image tower has {num_patches} patch positions, not a square grid; "
+        raise GradCamError(f"The image tower has {num_patches} patch positions, not a square grid; "
                         "Grad-CAM supports square ViT grids only.")
     return grid
 
@@ -69,11 +73,13 @@ def set_class_text(model: nn.Module, classnames: Sequence[str], template: Option
     """Point the model's class inputs at ``classnames``.
 
     template None: the model's own text input (``model.set_classnames``). With a template, a DPL
-    model (one with ``token_embeddings`` / ``eot_index`` class buffers, as ``DPLCLIP``) reads
-    ``template.format(name)`` instead; other models ignore it (e.g. CoOp's learned context).
+    model (``token_embeddings`` / ``eot_index`` class buffers, as ``DPLCLIP``) reads
+    ``template.format(name)`` instead. Models that build their own class sentence around learned
+    context (the baselines: ``prompt_learner.class_template``) keep it.
     """
     model.set_classnames(list(classnames))
-    if template is None or not hasattr(model, "token_embeddings"):
+    own_sentence = hasattr(getattr(model, "prompt_learner", None), "class_template")
+    if template is None or own_sentence or not hasattr(model, "token_embeddings"):
         return
     encoder = model.text_encoder
     device = model.token_embeddings.device
@@ -119,7 +125,7 @@ def grad_cam(model: nn.Module, images: torch.Tensor, class_index: int = 0, block
             images = images.detach().clone().requires_grad_(True)
             logits = model(images, text_features=text_features)             # (B, C)
             if not captured:
-                raise RuntimeError(f"image block {k} never received a (batch, tokens, width) input; "
+                raise GradCamError(f"image block {k} never received a (batch, tokens, width) input; "
                                    "the model does not run its ViT blocks through `ln_1`.")
             # Images do not interact, so one backward of the summed logits gives every image's own.
             (grads,) = torch.autograd.grad(logits[:, class_index].sum(), captured[0])
@@ -135,7 +141,7 @@ def grad_cam(model: nn.Module, images: torch.Tensor, class_index: int = 0, block
 
 def _block_index(block: int, num_blocks: int) -> int:
     if not -num_blocks <= block < num_blocks:
-        raise ValueError(f"--block {block} is out of range: the image tower has {num_blocks} blocks "
+        raise GradCamError(f"block {block} is out of range: the image tower has {num_blocks} blocks "
                          f"(use 0..{num_blocks - 1}, or -1 for the last).")
     return block % num_blocks
 

@@ -3,7 +3,8 @@ import json
 import pytest
 import torch
 
-from dpl.artifact import (SCHEMA, ArtifactError, branch_summary, build_artifact, check_options,
+from dpl.prompts import check_options
+from dpl.artifact import (SCHEMA, ArtifactError, branch_summary, build_artifact,
                           derive_lengths, fixed_artifact, load_artifact, save_artifact)
 
 DIMS = {"text": {"num_blocks": 3, "width": 64}, "vision": {"num_blocks": 2, "width": 128}}
@@ -70,7 +71,7 @@ def test_missing_and_malformed(tmp_path):
 @pytest.mark.parametrize("opts", [[2, 4], [0, 4, 2], [0, 0, 2], []])
 def test_bad_option_lists(opts):
     with pytest.raises(ValueError, match="starting with 0"):
-        check_options(opts)
+        check_options(opts, "text")
 
 
 def test_fixed_artifact_validates():

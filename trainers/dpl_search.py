@@ -22,9 +22,10 @@ from dassl.engine import TRAINER_REGISTRY, TrainerX
 from dassl.optim import build_lr_scheduler, build_optimizer
 
 from dpl import __version__ as dpl_version
-from dpl.artifact import branch_summary, build_artifact, check_options, save_artifact
+from dpl.artifact import branch_summary, build_artifact, save_artifact
 from dpl.io import atomic_write_json
 from dpl.model import build_supernet_model, model_dims
+from dpl.prompts import check_options
 from dpl.search import AlphaHistory, BilevelSearch
 from trainers._common import (CachedTextEvalMixin, PromptCheckpointMixin, check_precision,
                               clip_from_cfg, prompt_module_name)
@@ -83,8 +84,8 @@ class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
     def check_cfg(self, cfg):
         check_precision(cfg.TRAINER.DPL.PREC, "DPL")
         s = cfg.TRAINER.DPL.SEARCH
-        check_options(s.TEXT_OPTIONS, "TRAINER.DPL.SEARCH.TEXT_OPTIONS")
-        check_options(s.VISION_OPTIONS, "TRAINER.DPL.SEARCH.VISION_OPTIONS")
+        check_options(s.TEXT_OPTIONS, "text")
+        check_options(s.VISION_OPTIONS, "vision")
         if s.VAL_BATCH_SIZE <= 0:
             raise ValueError(f"TRAINER.DPL.SEARCH.VAL_BATCH_SIZE must be > 0, got {s.VAL_BATCH_SIZE}.")
 
@@ -118,7 +119,8 @@ class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
         self.options = {"text": list(s.TEXT_OPTIONS), "vision": list(s.VISION_OPTIONS)}
         self.model = build_supernet_model(
             clip_model, self.dm.dataset.classnames, s.TEXT_OPTIONS, s.VISION_OPTIONS,
-            alpha_init_std=s.ALPHA_INIT_STD, prompt_init=s.PROMPT_INIT, impl=s.IMPL,
+            alpha_init_std=s.ALPHA_INIT_STD, prompt_init=s.PROMPT_INIT,
+            prompt_init_std=s.PROMPT_INIT_STD, impl=s.IMPL,
             text_input="default", dataset_name=cfg.DATASET.NAME,
         ).to(self.device)
         prompt_params = self.model.prompt_parameters()

@@ -74,11 +74,8 @@ def place_context(token_embeddings: torch.Tensor, ctx: Optional[torch.Tensor],
         ctx = ctx.unsqueeze(0).expand(C, -1, -1)
     n = ctx.shape[1]
     source = torch.cat([token_embeddings[:, :1], ctx, token_embeddings[:, 1 + n:]], dim=1)
-    if position == "end":
+    if check_position(position) == "end":
         return source
-    if position not in CLASS_TOKEN_POSITIONS:
-        raise PromptConfigError(f"class token position (TRAINER.COOP.CLASS_TOKEN_POSITION) = "
-                                f"{position!r} is unknown; use one of {CLASS_TOKEN_POSITIONS}.")
     # One gather for all classes: output position p reads source index idx[c, p]. In `source`,
     # index 0 is SOS, 1..n the context, 1+n.. the class name and what follows it.
     p = torch.arange(L, device=token_embeddings.device).unsqueeze(0)      # (1, L)
@@ -89,6 +86,13 @@ def place_context(token_embeddings: torch.Tensor, ctx: Optional[torch.Tensor],
         torch.where(p <= h + k, p + n - h,                                  # the name
                     torch.where(p <= n + k, p - k, p)))                     # ctx[h:], the rest
     return source.gather(1, idx.unsqueeze(-1).expand(C, L, W))
+
+
+def check_position(position: str) -> str:
+    if position not in CLASS_TOKEN_POSITIONS:
+        raise PromptConfigError(f"TRAINER.COOP.CLASS_TOKEN_POSITION = {position!r} is unknown; use "
+                                f"one of {CLASS_TOKEN_POSITIONS}.")
+    return position
 
 
 def class_name_lengths(classnames: Sequence[str], context_length: int = 77) -> torch.Tensor:

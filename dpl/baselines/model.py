@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dpl.baselines.context import (CLASS_TOKEN_POSITIONS, check_count, clamp_depth,
+from dpl.baselines.context import (check_count, check_position, clamp_depth,
                                    class_name_lengths, context_from_words, per_block_lengths,
                                    placeholder_prefix, random_context, token_counts)
 from dpl.baselines.encoders import DeepPromptImageEncoder, DeepPromptTextEncoder
@@ -93,9 +93,7 @@ def build_coop(clip_model: nn.Module, classnames: Sequence[str], n_ctx: int = 16
     """CoOp. With ``ctx_init`` (e.g. "a photo of a") the context is the embedding of those words
     and its length is their token count (``n_ctx`` and ``csc`` are then ignored, as in CoOp);
     otherwise ``n_ctx`` random tokens, one set per class if ``csc``."""
-    if class_token_position not in CLASS_TOKEN_POSITIONS:
-        raise PromptConfigError(f"TRAINER.COOP.CLASS_TOKEN_POSITION = {class_token_position!r} is "
-                                f"unknown; use one of {CLASS_TOKEN_POSITIONS}.")
+    check_position(class_token_position)
     text = model_dims(clip_model)["text"]
     ctx_init = ctx_init.replace("_", " ").strip()
     if ctx_init:

@@ -53,6 +53,35 @@ split_args() {
     fi
 }
 
+# single_run_args ARGS...: DATASET SEED [SHOTS] [KEY VALUE ...] of search.sh / train.sh
+# -> DATASET, SEED, SHOTS (default 16) and OPTS; prints the script's usage on a bad call.
+single_run_args() {
+    if [[ $# -lt 2 ]]; then sed -n '2,7p' "$0" >&2; exit 2; fi
+    DATASET="$1"; SEED="$2"; shift 2
+    SHOTS=16
+    if [[ $# -gt 0 && "$1" =~ ^[0-9]+$ ]]; then SHOTS="$1"; shift; fi
+    if ! is_dataset "$DATASET"; then
+        echo "error: unknown dataset '$DATASET' (no configs/datasets/$DATASET.yaml); available:" \
+             "$(cd "$REPO_DIR/configs/datasets" && ls -- *.yaml | sed 's/\.yaml$//' | tr '\n' ' ')" >&2
+        exit 2
+    fi
+    split_args "$@"
+    check_data_root
+}
+
+# imagenet_transfer PROTOCOL DEFAULT_TARGETS: train on $SOURCE (imagenet), evaluate on each target.
+imagenet_transfer() {
+    local protocol="$1" targets="$2" seed src dataset
+    SOURCE="${SOURCE:-imagenet}"
+    for seed in $SEEDS; do
+        train xd_train "$SOURCE" 16 "$seed" all
+        src="$(run_dir xd_train "$TRAINER" "$CFG" "$SOURCE" 16 "$seed")"
+        for dataset in ${TARGETS:-$targets}; do
+            evaluate "$src" "$protocol" "$dataset" -1 "$seed" all
+        done
+    done
+}
+
 backbone_opts() {
     if [[ -n "${CLIP_CHECKPOINT:-}" ]]; then echo "MODEL.BACKBONE.PATH $CLIP_CHECKPOINT"; fi
 }

@@ -6,12 +6,5 @@
 source "$(dirname "$0")/_lib.sh"
 split_args "$@"
 check_data_root
-SOURCE="${SOURCE:-imagenet}"
-for seed in $SEEDS; do
-    train xd_train "$SOURCE" 16 "$seed" all
-    src="$(run_dir xd_train "$TRAINER" "$CFG" "$SOURCE" 16 "$seed")"
-    for dataset in ${TARGETS:-imagenetv2 imagenet_sketch imagenet_a imagenet_r}; do
-        evaluate "$src" dg_test "$dataset" -1 "$seed" all
-    done
-done
+imagenet_transfer dg_test "imagenetv2 imagenet_sketch imagenet_a imagenet_r"
 echo "Results: python tools/parse_test_res.py $OUTPUT/dg_test"

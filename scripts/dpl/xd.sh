@@ -5,12 +5,5 @@
 source "$(dirname "$0")/_lib.sh"
 split_args "$@"
 check_data_root
-SOURCE="${SOURCE:-imagenet}"
-for seed in $SEEDS; do
-    train xd_train "$SOURCE" 16 "$seed" all
-    src="$(run_dir xd_train "$TRAINER" "$CFG" "$SOURCE" 16 "$seed")"
-    for dataset in ${TARGETS:-caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101}; do
-        evaluate "$src" xd_test "$dataset" -1 "$seed" all
-    done
-done
+imagenet_transfer xd_test "caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101"
 echo "Results: python tools/parse_test_res.py $OUTPUT/xd_test"
