@@ -14,6 +14,15 @@ from typing import Any, Iterator
 import torch
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 @contextmanager
 def atomic_open(path: str, mode: str = "w", **kwargs) -> Iterator[Any]:
     """Open a temporary sibling of ``path`` for writing; rename it to ``path`` on success."""
@@ -26,6 +35,7 @@ def atomic_open(path: str, mode: str = "w", **kwargs) -> Iterator[Any]:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual mode
         os.replace(tmp, path)
     except BaseException as err:
         try:

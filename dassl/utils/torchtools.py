@@ -56,6 +56,15 @@ def _fsync_dir(directory):
         os.close(fd)
 
 
+def _current_umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def _atomic_write(fpath, write_fn, mode="wb"):
     """Call ``write_fn(fh)`` on a temp sibling of ``fpath``, fsync it, then rename it over ``fpath``."""
     fpath = os.path.abspath(fpath)
@@ -67,6 +76,7 @@ def _atomic_write(fpath, write_fn, mode="wb"):
             write_fn(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual mode
         os.replace(tmp, fpath)
     except BaseException as err:
         try:
