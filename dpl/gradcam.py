@@ -47,8 +47,8 @@ def find_image_tower(model: nn.Module) -> nn.Module:
     for module in model.modules():
         if is_vit(module):
             return module
-    raise GradCamError(f"{type(model).__name__} holds no ViT image tower; Grad-CAM needs patch tokens, "
-                    "so use a ViT backbone (e.g. ViT-B/16), not a ResNet.")
+    raise GradCamError(f"{type(model).__name__} holds no ViT image tower; Grad-CAM needs patch "
+                       "tokens, so use a ViT backbone (e.g. ViT-B/16), not a ResNet.")
 
 
 def vit_grid(visual: nn.Module) -> int:
@@ -56,8 +56,8 @@ def vit_grid(visual: nn.Module) -> int:
     num_patches = visual.positional_embedding.shape[0] - 1
     grid = math.isqrt(num_patches)
     if grid * grid != num_patches:
-        raise GradCamError(f"The image tower has {num_patches} patch positions, not a square grid; "
-                        "Grad-CAM supports square ViT grids only.")
+        raise GradCamError(f"The image tower has {num_patches} patch positions, not a square "
+                           "grid; Grad-CAM supports square ViT grids only.")
     return grid
 
 
@@ -125,8 +125,8 @@ def grad_cam(model: nn.Module, images: torch.Tensor, class_index: int = 0, block
             images = images.detach().clone().requires_grad_(True)
             logits = model(images, text_features=text_features)             # (B, C)
             if not captured:
-                raise GradCamError(f"image block {k} never received a (batch, tokens, width) input; "
-                                   "the model does not run its ViT blocks through `ln_1`.")
+                raise GradCamError(f"image block {k} never received a (batch, tokens, width) "
+                                   "input; the model does not run its ViT blocks through `ln_1`.")
             # Images do not interact, so one backward of the summed logits gives every image's own.
             (grads,) = torch.autograd.grad(logits[:, class_index].sum(), captured[0])
     finally:
@@ -141,8 +141,8 @@ def grad_cam(model: nn.Module, images: torch.Tensor, class_index: int = 0, block
 
 def _block_index(block: int, num_blocks: int) -> int:
     if not -num_blocks <= block < num_blocks:
-        raise GradCamError(f"block {block} is out of range: the image tower has {num_blocks} blocks "
-                         f"(use 0..{num_blocks - 1}, or -1 for the last).")
+        raise GradCamError(f"block {block} is out of range: the image tower has {num_blocks} "
+                           f"blocks (use 0..{num_blocks - 1}, or -1 for the last).")
     return block % num_blocks
 
 

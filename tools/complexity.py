@@ -1,0 +1,318 @@
+#!/usr/bin/env python
+"""Trainable parameters and forward FLOPs of prompt configurations vs frozen CLIP (paper Fig. 5).
+
+    # searched configurations, one row per artifact, with the manual baselines and a bar plot
+    python tools/complexity.py --random-init ViT-B/16 \\
+        --artifacts output/fewshot/DPLSearch/vit_b16/*/shots_16/seed1/prompt_config.json \\
+        --baseline coop --baseline ivlp --baseline maple --plot complexity.png
+    # manual configurations on a real checkpoint
+    python tools/complexity.py --backbone ViT-B/16 --clip-checkpoint /path/to/ViT-B-16.pt \\
+        --text-lengths 6 6 6 0 0 6 6 6 6 4 4 4 --vision-lengths 0 0 0 0 6 0 6 0 0 6 0 6 --uniform 2 9
+    # a run's own model (any trainer), rebuilt like gradcam.py's --run
+    python tools/complexity.py --backbone ViT-B/16 --run MaPLe "--root data --trainer MaPLe ..."
+
+Every row is a real model: DPL configurations via ``dpl.model.build_fixed_model``; ``--baseline
+NAME [CONFIG_FILE]`` (coop / ivlp / maple, their TRAINER.* keys, ``--opts KEY VALUE ...`` on top)
+via that trainer's own ``build_baseline`` (``dpl.baselines``); ``--run`` via the run's trainer.
+Parameters: those with requires_grad. FLOPs: FlopCounterMode on the module graph, per image and
+per class prompt; "extra" is relative to frozen CLIP of the same backbone. Everything runs on the
+``meta`` device (FLOPs do not depend on weights), so even ViT-L counts in seconds.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import tempfile
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import List, Optional, Sequence
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+from tabulate import tabulate  # noqa: E402
+
+from dpl.cost import (PLACEHOLDER_CLASS, ForwardFlops, clip_flops, dpl_cost,  # noqa: E402
+                      image_input, model_flops, random_init_clip, total_parameters,
+                      trainable_parameters)
+
+PROG = "complexity.py"
+BASELINES = {"coop": "CoOp", "ivlp": "IVLP", "maple": "MaPLe"}
+
+
+@dataclass
+class Row:
+    """One configuration of the table."""
+    label: str
+    kind: str                       # "clip" / "dpl" / "baseline" / "run"
+    params: int                     # trainable parameters
+    flops: ForwardFlops             # forward FLOPs per image / per class prompt
+    extra: ForwardFlops             # flops - frozen CLIP's
+
+
+# ----------------------------------------------------------------------------------------------
+# Rows
+# ----------------------------------------------------------------------------------------------
+def load_backbone(backbone: str, checkpoint: str, random_init: str):
+    """Frozen CLIP on the meta device: random-init architecture, or a local checkpoint's."""
+    if random_init:
+        return random_init_clip(random_init, device="meta")
+    from dpl.clip_loader import load_clip
+
+    return load_clip(backbone, checkpoint, precision="fp32").to("meta")
+
+
+def dpl_row(label: str, clip_model, text_lengths, vision_lengths, reference: ForwardFlops) -> Row:
+    cost = dpl_cost(clip_model, text_lengths, vision_lengths, reference)
+    return Row(label, "dpl", cost.params, cost.flops, cost.extra)
+
+
+def artifact_rows(paths: Sequence[str], labels: Optional[Sequence[str]], clip_model, dims,
+                  reference: ForwardFlops) -> List[Row]:
+    from dpl.artifact import lengths_from_artifact, load_artifact
+
+    arts = [load_artifact(p, dims) for p in paths]
+    names = list(labels) if labels else _artifact_labels(paths, arts)
+    return [dpl_row(name, clip_model, *lengths_from_artifact(art), reference)
+            for name, art in zip(names, arts)]
+
+
+def _artifact_labels(paths, arts) -> List[str]:
+    """The dataset of each artifact (its directory if unknown); the seed is added to repeats."""
+    names = [a["provenance"].get("dataset") or os.path.basename(os.path.dirname(os.path.abspath(p)))
+             for p, a in zip(paths, arts)]
+    return [f"{n} seed{a['provenance'].get('seed')}" if names.count(n) > 1 else n
+            for n, a in zip(names, arts)]
+
+
+def uniform_lengths(length: int, depth: int, dims) -> tuple:
+    """``length`` tokens in the first ``depth`` blocks (-1 = all) of both branches, as DPLTrain's
+    TRAINER.DPL.MANUAL.{TEXT,VISION}_{LENGTH,DEPTH}."""
+    from trainers.dpl_train import manual_lengths
+
+    manual = SimpleNamespace(TEXT_LENGTHS=[], VISION_LENGTHS=[], TEXT_LENGTH=length,
+                             TEXT_DEPTH=depth, VISION_LENGTH=length, VISION_DEPTH=depth)
+    return tuple(manual_lengths(manual, dims[b]["num_blocks"], b) for b in ("text", "vision"))
+
+
+def baseline_row(name: str, config_file: str, opts: Sequence[str], clip_model,
+                 reference: ForwardFlops, num_classes: Optional[int] = None) -> Row:
+    """A CoOp / IVLP / MaPLe setting (its TRAINER.* keys), built by its own trainer's
+    ``build_baseline`` on ``clip_model`` and measured like a DPL configuration."""
+    import train
+    from dassl.engine import TRAINER_REGISTRY
+
+    argv = (["--config-file", config_file] if config_file else []) + list(opts)
+    cfg = train.setup_cfg(train.get_parser().parse_args(argv))
+    trainer_class = TRAINER_REGISTRY.get(BASELINES[name])
+    if name == "coop" and cfg.TRAINER.COOP.CSC and not cfg.TRAINER.COOP.CTX_INIT and not num_classes:
+        raise ValueError("TRAINER.COOP.CSC is True (one context per class): pass --num-classes N, "
+                         "the dataset's number of classes.")
+    classnames = [PLACEHOLDER_CLASS] * (num_classes or 1)
+    # build_baseline only reads self.cfg: the exact config -> model mapping of the trainer.
+    model = trainer_class.build_baseline(SimpleNamespace(cfg=cfg), clip_model, classnames)
+    flops = model_flops(model, image_input(clip_model.visual))
+    return Row(baseline_label(name, model), "baseline", trainable_parameters(model), flops,
+               flops - reference)
+
+
+def baseline_label(name: str, model) -> str:
+    """E.g. "MaPLe (2 ctx, depth 9)", from the built model (depths as capped by the builder)."""
+    learner = model.prompt_learner
+    if name == "coop":
+        return f"CoOp ({learner.n_ctx} ctx{', CSC' if learner.ctx.dim() == 3 else ''})"
+    text = [n for n in learner.text.lengths if n]
+    if name == "maple":
+        return f"MaPLe ({max(text)} ctx, depth {len(text)})"
+    vision = [n for n in learner.vision.lengths if n]
+    return f"IVLP ({max(text)}+{max(vision, default=0)} ctx, depth {len(text)}/{len(vision)})"
+
+
+def run_row(label: str, train_args: str, backbone: str, reference: ForwardFlops, workdir: str) -> Row:
+    """Measure a run's own model (any trainer), rebuilt from train.py flags + opts."""
+    from tools.gradcam import trainer_from_args
+
+    trainer = trainer_from_args(shlex.split(train_args), workdir)
+    if trainer.cfg.MODEL.BACKBONE.NAME != backbone:
+        raise ValueError(f"--run {label} uses MODEL.BACKBONE.NAME {trainer.cfg.MODEL.BACKBONE.NAME!r} "
+                         f"but the table's frozen CLIP is {backbone!r}; pass the same backbone.")
+    params = trainable_parameters(trainer.model)
+    model = trainer.model.to("meta")  # shapes only: all of the run's classes are counted for free
+    flops = model_flops(model, torch.zeros(1, 3, *trainer.cfg.INPUT.SIZE, device="meta"))
+    return Row(label, "run", params, flops, flops - reference)
+
+
+# ----------------------------------------------------------------------------------------------
+# Output
+# ----------------------------------------------------------------------------------------------
+HEADERS = ["configuration", "trainable params", "% of CLIP", "GFLOPs / image", "extra / image",
+           "GFLOPs / class prompt", "extra / class prompt"]
+
+
+def table(rows: Sequence[Row], clip_params: int, reference: ForwardFlops) -> str:
+    """The rows as a GitHub-markdown table (tabulate)."""
+    def extra(value, ref):
+        return f"{value / 1e6:+,.2f} M ({100.0 * value / ref:+.2f} %)"
+
+    lines = []
+    for r in rows:
+        lines.append([r.label, f"{r.params:,}", f"{100.0 * r.params / clip_params:.4f}",
+                      f"{r.flops.image / 1e9:.4g}", extra(r.extra.image, reference.image),
+                      f"{r.flops.text / 1e9:.4g}", extra(r.extra.text, reference.text)])
+    return tabulate(lines, headers=HEADERS, tablefmt="github")
+
+
+def as_records(rows: Sequence[Row]) -> list:
+    """JSON-ready rows."""
+    return [{"label": r.label, "kind": r.kind, "params": r.params,
+             "image_flops": r.flops.image, "text_flops": r.flops.text,
+             "extra_image_flops": r.extra.image, "extra_text_flops": r.extra.text} for r in rows]
+
+
+def plot_rows(rows: Sequence[Row], reference: ForwardFlops, path: str) -> str:
+    """Bars per configuration: trainable parameters (log scale) and extra FLOPs in % of CLIP."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dpl.plots import save_figure
+
+    rows = [r for r in rows if r.kind != "clip"]
+    colors = [{"dpl": "tab:blue", "baseline": "tab:gray", "run": "tab:orange"}[r.kind] for r in rows]
+    x = list(range(len(rows)))
+    fig, axes = plt.subplots(1, 3, figsize=(max(9.0, 3.0 + 1.2 * len(rows)), 3.8))
+    # A log axis cannot show 0: such bars are left out and labelled "0".
+    axes[0].bar(x, [r.params if r.params > 0 else float("nan") for r in rows], color=colors)
+    axes[0].set_yscale("log")
+    axes[0].set_title("trainable parameters", fontsize=9)
+    _bar_labels(axes[0], x, [_short(r.params) for r in rows])
+    for ax, key, ref, title in ((axes[1], "image", reference.image, "extra FLOPs per image (%)"),
+                                (axes[2], "text", reference.text, "extra FLOPs per class prompt (%)")):
+        values = [100.0 * getattr(r.extra, key) / ref for r in rows]
+        ax.bar(x, values, color=colors)
+        ax.set_title(title, fontsize=9)
+        _bar_labels(ax, x, [f"{v:.2f}" for v in values])
+    for ax in axes:
+        ax.set_xticks(x)
+        ax.set_xticklabels([r.label for r in rows], rotation=60, ha="right", fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def _bar_labels(ax, xs, texts) -> None:
+    """Write each bar's value just above the x axis (readable whatever the bar height)."""
+    for x, text in zip(xs, texts):
+        ax.annotate(text, (x, 0.02), xycoords=("data", "axes fraction"), ha="center", fontsize=6)
+
+
+def _short(n: int) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}K" if n >= 1e3 else str(n)
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--backbone", default="", help="e.g. ViT-B/16, loaded from --clip-checkpoint")
+    p.add_argument("--clip-checkpoint", default="",
+                   help="local OpenAI-format CLIP file (default: ~/.cache/clip/<usual name>)")
+    p.add_argument("--random-init", default="", metavar="ARCH",
+                   help="random-init CLIP of this architecture instead (no weights needed)")
+    p.add_argument("--artifacts", nargs="+", default=[], help="prompt_config.json files")
+    p.add_argument("--labels", nargs="+", help="one label per artifact (default: its dataset)")
+    p.add_argument("--text-lengths", nargs="+", type=int, help="manual row: per-block text lengths")
+    p.add_argument("--vision-lengths", nargs="+", type=int, help="manual row: per-block image lengths")
+    p.add_argument("--uniform", nargs=2, type=int, action="append", default=[],
+                   metavar=("LENGTH", "DEPTH"), help="row: LENGTH tokens in the first DEPTH blocks "
+                   "of both branches (-1 = all); repeatable")
+    p.add_argument("--baseline", nargs="+", action="append", default=[],
+                   metavar="NAME [CONFIG_FILE]", help=f"row: one of {sorted(BASELINES)} with an "
+                   "optional trainer YAML; repeatable")
+    p.add_argument("--opts", nargs="+", default=[], metavar="KEY VALUE",
+                   help="config overrides for --baseline settings, e.g. TRAINER.MAPLE.N_CTX 4")
+    p.add_argument("--num-classes", type=int, help="classes, for CoOp with CSC True")
+    p.add_argument("--run", nargs=2, action="append", default=[], metavar=("LABEL", "TRAIN_ARGS"),
+                   help="row: a run's model, from train.py flags + opts in one quoted string")
+    p.add_argument("--plot", help="bar plot PNG across the rows")
+    p.add_argument("--json", help="write the rows as JSON")
+    return p
+
+
+def build_rows(args, clip_model, workdir: str) -> tuple:
+    """(rows, frozen CLIP FLOPs) for parsed arguments."""
+    from dpl.model import model_dims
+
+    dims = model_dims(clip_model)
+    reference = clip_flops(clip_model)
+    rows = [Row("frozen CLIP", "clip", 0, reference, reference - reference)]
+    rows += artifact_rows(args.artifacts, args.labels, clip_model, dims, reference)
+    if args.text_lengths or args.vision_lengths:
+        text = _manual(args.text_lengths, dims["text"]["num_blocks"], "--text-lengths")
+        vision = _manual(args.vision_lengths, dims["vision"]["num_blocks"], "--vision-lengths")
+        rows.append(dpl_row("manual", clip_model, text, vision, reference))
+    for length, depth in args.uniform:
+        shown = "all" if depth < 0 else depth
+        rows.append(dpl_row(f"uniform {length} x {shown}", clip_model,
+                            *uniform_lengths(length, depth, dims), reference))
+    for spec in args.baseline:
+        rows.append(baseline_row(spec[0].lower(), spec[1] if len(spec) > 1 else "", args.opts,
+                                 clip_model, reference, args.num_classes))
+    backbone = args.random_init or args.backbone
+    rows += [run_row(label, train_args, backbone, reference, workdir) for label, train_args in args.run]
+    return rows, reference
+
+
+def _manual(lengths: Optional[List[int]], num_blocks: int, flag: str) -> List[int]:
+    if not lengths:
+        return [0] * num_blocks
+    if len(lengths) != num_blocks or min(lengths) < 0:
+        raise ValueError(f"{flag} {lengths} must give {num_blocks} lengths >= 0, one per block of "
+                         "this backbone's encoder.")
+    return lengths
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = get_parser()
+    args = p.parse_args(argv)
+    if bool(args.backbone) == bool(args.random_init):
+        p.error("give exactly one of --backbone NAME (with --clip-checkpoint PATH) or --random-init ARCH")
+    for spec in args.baseline:
+        if spec[0].lower() not in BASELINES or len(spec) > 2:
+            p.error(f"--baseline {' '.join(spec)}: use NAME [CONFIG_FILE] with NAME one of "
+                    f"{sorted(BASELINES)}")
+    if args.labels and len(args.labels) != len(args.artifacts):
+        p.error("--labels needs one label per artifact")
+    if len(args.opts) % 2:
+        p.error(f"--opts {args.opts} must be KEY VALUE pairs")
+    try:
+        clip_model = load_backbone(args.backbone, args.clip_checkpoint, args.random_init)
+        with tempfile.TemporaryDirectory(prefix="complexity-") as workdir:
+            rows, reference = build_rows(args, clip_model, workdir)
+    except _user_errors() as err:
+        raise SystemExit(f"{PROG}: error: {' '.join(str(err).split())}") from None
+    print(table(rows, total_parameters(clip_model), reference))
+    if args.json:
+        from dpl.io import atomic_write_json
+
+        atomic_write_json(args.json, as_records(rows))
+        print(f"Saved {args.json}")
+    if args.plot:
+        print(f"Saved {plot_rows(rows, reference, args.plot)}")
+    return 0
+
+
+def _user_errors() -> tuple:
+    from dpl.clip_loader import CheckpointError
+    from train import UserError
+
+    # ValueError covers artifacts (ArtifactError), lengths (PromptConfigError) and config values.
+    return (UserError, ValueError, FileNotFoundError, CheckpointError)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
