@@ -451,7 +451,7 @@ def _common_epoch_files(directory, names):
     Models are saved one after the other, so a run killed between two saves leaves their pointers
     at different epochs (e.g. prompts at 3, alpha at 2). Resuming each from its own pointer would mix
     epochs; instead every model resumes from ``model.pth.tar-<oldest epoch>``, which a model that
-    is ahead still has (regular saves are never deleted).
+    is ahead still has (old files may only be pruned once every model has saved the newer epoch).
     """
     pointers = {name: read_checkpoint_pointer(os.path.join(directory, name)) for name in names}
     same = len(set(pointers.values())) == 1
