@@ -34,18 +34,18 @@ def sentence_template(prefix: str) -> str:
 
 
 @torch.no_grad()
-def context_from_words(token_embedding: nn.Embedding, words: str, n_ctx: int, key: str,
+def context_from_words(token_embedding: nn.Embedding, words: str, n_ctx: int, keys: Sequence[str],
                        context_length: int = 77) -> torch.Tensor:
     """Token embeddings of the first ``n_ctx`` tokens of ``words``: (n_ctx, width).
 
-    key: the config key of ``words`` (CTX_INIT), named in the error when it is too short.
+    keys: the config keys of ``words`` and ``n_ctx``, named in the error when the words are too short.
     """
     available = int(token_counts([words], context_length)[0])
     if available < n_ctx:
         # Reading past the words would initialise from EOT/padding and cut into the class name.
         raise PromptConfigError(
-            f"{key} = {words!r} has {available} tokens but the context needs {n_ctx}; give at least "
-            f"{n_ctx} init words or lower the context length.")
+            f"{keys[0]} = {words!r} has {available} tokens but {keys[1]} is {n_ctx}; give at least "
+            f"{n_ctx} init words or lower {keys[1]}.")
     ids = tokenize([words], context_length).to(token_embedding.weight.device)
     return token_embedding(ids)[0, 1:1 + n_ctx].detach().clone()
 

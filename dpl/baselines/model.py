@@ -11,7 +11,7 @@ larger than the model's are capped (a config written for ViT-B/16 runs on any si
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -98,10 +98,8 @@ def build_coop(clip_model: nn.Module, classnames: Sequence[str], n_ctx: int = 16
     ctx_init = ctx_init.replace("_", " ").strip()
     if ctx_init:
         n = int(token_counts([ctx_init], clip_model.context_length)[0])
-        if n < 1:
-            raise PromptConfigError(f"TRAINER.COOP.CTX_INIT = {ctx_init!r} has no tokens; give init "
-                                    "words or leave it empty for a random context.")
-        ctx = context_from_words(clip_model.token_embedding, ctx_init, n, "TRAINER.COOP.CTX_INIT",
+        ctx = context_from_words(clip_model.token_embedding, ctx_init, n,
+                                 ("TRAINER.COOP.CTX_INIT", "TRAINER.COOP.N_CTX"),
                                  clip_model.context_length)
         prefix = ctx_init
     else:
@@ -113,7 +111,7 @@ def build_coop(clip_model: nn.Module, classnames: Sequence[str], n_ctx: int = 16
 
 
 def _text_context(clip_model: nn.Module, prompts: BlockPrompts, ctx_init: str, n_ctx: int,
-                  key: str) -> str:
+                  keys: Tuple[str, str]) -> str:
     """IVLP/MaPLe input context: from the init words if given and n_ctx <= 4, else kept random.
 
     Copies the words' embeddings into text block 0 and returns the class-sentence prefix (the whole
@@ -122,7 +120,7 @@ def _text_context(clip_model: nn.Module, prompts: BlockPrompts, ctx_init: str, n
     ctx_init = ctx_init.replace("_", " ").strip()
     if not ctx_init or n_ctx > MAX_WORD_INIT:
         return placeholder_prefix(n_ctx)
-    words = context_from_words(clip_model.token_embedding, ctx_init, n_ctx, key,
+    words = context_from_words(clip_model.token_embedding, ctx_init, n_ctx, keys,
                                clip_model.context_length)
     with torch.no_grad():
         prompts.prompts["block0"].copy_(words)
@@ -154,7 +152,8 @@ def build_ivlp(clip_model: nn.Module, classnames: Sequence[str], n_ctx_text: int
                         device)
     vision = BlockPrompts(per_block_lengths(n_vis, d_vis, v["num_blocks"]), v["width"], INIT_STD,
                           device)
-    prefix = _text_context(clip_model, text, ctx_init, n_text, "TRAINER.IVLP.CTX_INIT")
+    prefix = _text_context(clip_model, text, ctx_init, n_text,
+                           ("TRAINER.IVLP.CTX_INIT", "TRAINER.IVLP.N_CTX_TEXT"))
     return BaselineCLIP(clip_model, DeepPrompts(text, vision, prefix), classnames)
 
 
@@ -169,6 +168,6 @@ def build_maple(clip_model: nn.Module, classnames: Sequence[str], n_ctx: int = 2
     d_text = clamp_depth(depth, t["num_blocks"], "TRAINER.MAPLE.PROMPT_DEPTH", minimum=1)
     d_vis = min(d_text, v["num_blocks"])  # a vision prompt exists only where its text one does
     text = BlockPrompts(per_block_lengths(n, d_text, t["num_blocks"]), t["width"], INIT_STD, device)
-    prefix = _text_context(clip_model, text, ctx_init, n, "TRAINER.MAPLE.CTX_INIT")
+    prefix = _text_context(clip_model, text, ctx_init, n, ("TRAINER.MAPLE.CTX_INIT", "TRAINER.MAPLE.N_CTX"))
     learner = CoupledPrompts(text, v["width"], d_vis, v["num_blocks"], prefix, device)
     return BaselineCLIP(clip_model, learner, classnames)

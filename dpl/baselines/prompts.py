@@ -19,7 +19,7 @@ from typing import List, Optional
 import torch
 import torch.nn as nn
 
-from dpl.baselines.context import place_context
+from dpl.baselines.context import place_context, sentence_template
 from dpl.prompts import BlockPrompts, PromptLearner
 
 
@@ -57,7 +57,7 @@ class ContextPrompts(TemplatePrompts):
     """CoOp: a learnable context, shared (n, W) or class-specific (C, n, W), around the class name."""
 
     def __init__(self, ctx: torch.Tensor, prefix: str, class_token_position: str = "end"):
-        super().__init__(prefix + " {}.")
+        super().__init__(sentence_template(prefix))
         self.ctx = nn.Parameter(ctx)
         self.class_token_position = class_token_position
 
@@ -92,7 +92,7 @@ class DeepPrompts(_NoArch, PromptLearner):
 
     def __init__(self, text: BlockPrompts, vision: BlockPrompts, prefix: str):
         super().__init__(text=text, vision=vision)
-        self.class_template = prefix + " {}."
+        self.class_template = sentence_template(prefix)
 
     def text_inputs(self, token_embeddings: torch.Tensor, name_lens: torch.Tensor) -> torch.Tensor:
         return place_context(token_embeddings, self.text.per_block()[0], name_lens, "end")
@@ -111,15 +111,16 @@ class DeepPrompts(_NoArch, PromptLearner):
 class CoupledPrompts(DeepPrompts):
     """MaPLe: vision prompt of block i = ``proj[i](text prompt of block i)`` (text -> vision width).
 
-    The text prompts are the only free prompt tensors; the linear maps are learned too. As in MaPLe,
-    the deeper maps start as copies of one freshly initialised layer, block 0's map is its own.
+    The vision side has no tensors of its own: its prompts are computed from the text prompts by the
+    learned maps. As in MaPLe, the deeper maps start as copies of one freshly initialised layer;
+    block 0's map is initialised on its own.
     """
 
     def __init__(self, text: BlockPrompts, vision_width: int, vision_depth: int,
                  num_vision_blocks: int, prefix: str, device=None):
         nn.Module.__init__(self)  # no independent vision prompts: PromptLearner's `vision` is unused
         self.text = text
-        self.class_template = prefix + " {}."
+        self.class_template = sentence_template(prefix)
         self.num_vision_blocks = num_vision_blocks
         width = text.width
         deep = nn.Linear(width, vision_width, device=device)
