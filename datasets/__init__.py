@@ -1,6 +1,7 @@
 """CoOp's 11 few-shot datasets and 4 ImageNet variants, in CoOp's on-disk formats (docs/DATASETS.md).
 
-Importing the package registers every dataset in Dassl's ``DATASET_REGISTRY`` under CoOp's names.
+Importing the package registers every dataset in Dassl's ``DATASET_REGISTRY`` under CoOp's names,
+plus the offline demo's generated tasks (``datasets/demo_shapes.py``).
 """
 from datasets import (  # noqa: F401
     caltech101,
@@ -19,6 +20,7 @@ from datasets import (  # noqa: F401
     sun397,
     ucf101,
 )
+from datasets import demo_shapes  # noqa: F401,E402  (the offline demo's tasks, docs/DEMO.md)
 
 # Registered names, in CoOp's table order.
 COOP_DATASETS = (

@@ -8,7 +8,9 @@ from __future__ import annotations
 import os
 
 import torch
+import torch.nn.functional as F
 
+from dassl.metrics import compute_accuracy
 from dassl.utils import load_checkpoint
 from dpl.clip_loader import load_clip
 
@@ -20,11 +22,62 @@ def check_precision(prec: str, trainer: str) -> None:
         raise ValueError(f"TRAINER.{trainer}.PREC must be one of {PRECISIONS}, got {prec!r}.")
 
 
-def clip_from_cfg(cfg, prec: str, device):
-    """Frozen CLIP for ``MODEL.BACKBONE.NAME`` from ``MODEL.BACKBONE.PATH`` (or ~/.cache/clip)."""
+def clip_from_cfg(cfg, section: str, device):
+    """Frozen CLIP for ``MODEL.BACKBONE.NAME`` from ``MODEL.BACKBONE.PATH`` (or ~/.cache/clip), at
+    the precision ``TRAINER.<section>.PREC``.
+
+    Refuses, naming the right keys, fp16 without CUDA and an ``INPUT.SIZE`` the model cannot take.
+    """
+    prec = cfg.TRAINER[section].PREC
+    if prec == "fp16" and torch.device(device).type != "cuda":
+        raise ValueError(f"TRAINER.{section}.PREC is fp16, which needs a CUDA device; on this machine "
+                         f"add `TRAINER.{section}.PREC fp32` to the command line.")
     path = getattr(cfg.MODEL.BACKBONE, "PATH", "")
     print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME}, precision: {prec})")
-    return load_clip(cfg.MODEL.BACKBONE.NAME, path, precision=prec, device=device)
+    clip_model = load_clip(cfg.MODEL.BACKBONE.NAME, path, precision=prec, device=device)
+    size = getattr(clip_model.visual, "image_size", None)
+    size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+    if size[0] is not None and tuple(cfg.INPUT.SIZE) != size:
+        raise ValueError(f"INPUT.SIZE {tuple(cfg.INPUT.SIZE)} does not match the image size {size} "
+                         f"of the CLIP checkpoint ({cfg.MODEL.BACKBONE.NAME}); set INPUT.SIZE {size}.")
+    return clip_model
+
+
+class PromptStepMixin:
+    """One training step on the prompts: cross-entropy (+ optional extra terms), fp32 or AMP.
+
+    Needs ``self.model``, ``self.optim`` and ``self.scaler`` (a GradScaler for PREC amp, else None).
+    """
+
+    def make_scaler(self, prec: str):
+        return torch.amp.GradScaler(self.device.type) if prec == "amp" else None
+
+    def prompt_step(self, image, label, extra_loss=None) -> dict:
+        """``extra_loss(logits, image) -> (loss_term, summary_dict)`` is added to the CE loss."""
+
+        def compute():
+            logits = self.model(image)
+            loss, summary = F.cross_entropy(logits, label), {}
+            if extra_loss is not None:
+                term, summary = extra_loss(logits, image)
+                loss = loss + term
+            return logits, loss, summary
+
+        if self.scaler is not None:
+            with torch.autocast(device_type=self.device.type):
+                logits, loss, summary = compute()
+            self.optim.zero_grad()
+            self.detect_anomaly(loss)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optim)
+            self.scaler.update()
+        else:
+            logits, loss, summary = compute()
+            self.model_backward_and_update(loss)
+        out = {"loss": loss.item(), "acc": compute_accuracy(logits, label)[0].item(), **summary}
+        if (self.batch_idx + 1) == self.num_batches:
+            self.update_lr()
+        return out
 
 
 class CachedTextEvalMixin:

@@ -7,38 +7,17 @@ it reads and how to build its model.
 """
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
 
 from dassl.engine import TRAINER_REGISTRY, TrainerX
-from dassl.metrics import compute_accuracy
 from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import load_pretrained_weights
 
 from dpl.baselines import build_coop
-from trainers._common import (CachedTextEvalMixin, PromptCheckpointMixin, check_precision,
-                              clip_from_cfg, prompt_module_name)
+from trainers._common import (CachedTextEvalMixin, PromptCheckpointMixin, PromptStepMixin,
+                              check_precision, clip_from_cfg, prompt_module_name)
 
 
-def baseline_clip(cfg, section: str, device):
-    """Frozen CLIP for a baseline whose settings live in ``TRAINER.<section>``.
-
-    Refuses, naming the right keys, fp16 without CUDA and an ``INPUT.SIZE`` the model cannot take.
-    """
-    prec = cfg.TRAINER[section].PREC
-    if prec == "fp16" and torch.device(device).type != "cuda":
-        raise ValueError(f"TRAINER.{section}.PREC is fp16, which needs a CUDA device; on this machine "
-                         f"add `TRAINER.{section}.PREC fp32` to the command line.")
-    clip_model = clip_from_cfg(cfg, prec, device)
-    size = getattr(clip_model.visual, "image_size", None)
-    size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
-    if size[0] is not None and tuple(cfg.INPUT.SIZE) != size:
-        raise ValueError(f"INPUT.SIZE {tuple(cfg.INPUT.SIZE)} does not match the image size {size} "
-                         f"of the CLIP checkpoint ({cfg.MODEL.BACKBONE.NAME}); set INPUT.SIZE {size}.")
-    return clip_model
-
-
-class PromptTrainer(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
+class PromptTrainer(CachedTextEvalMixin, PromptCheckpointMixin, PromptStepMixin, TrainerX):
     """Frozen CLIP + a ``dpl.baselines`` model; only ``model.prompt_learner`` trains and is saved."""
 
     SECTION = ""      # TRAINER.<SECTION> holds PREC and the prompt settings
@@ -53,7 +32,7 @@ class PromptTrainer(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
 
     def build_model(self):
         cfg = self.cfg
-        clip_model = baseline_clip(cfg, self.SECTION, self.device)
+        clip_model = clip_from_cfg(cfg, self.SECTION, self.device)
         self.model = self.build_baseline(clip_model, self.dm.dataset.classnames).to(self.device)
         print(f"{cfg.TRAINER.NAME}: {self.model.describe()}")
         if cfg.MODEL.INIT_WEIGHTS:
@@ -64,28 +43,10 @@ class PromptTrainer(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
         self.optim = build_optimizer(params, cfg.OPTIM)
         self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
         self.register_model(self.MODULE_NAME, self.model.prompt_learner, self.optim, self.sched)
-        self.scaler = torch.amp.GradScaler(self.device.type) if cfg.TRAINER[self.SECTION].PREC == "amp" \
-            else None
+        self.scaler = self.make_scaler(cfg.TRAINER[self.SECTION].PREC)
 
     def forward_backward(self, batch):
-        image, label = self.parse_batch_train(batch)
-        if self.scaler is not None:
-            with torch.autocast(device_type=self.device.type):
-                logits = self.model(image)
-                loss = F.cross_entropy(logits, label)
-            self.optim.zero_grad()
-            self.detect_anomaly(loss)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optim)
-            self.scaler.update()
-        else:
-            logits = self.model(image)
-            loss = F.cross_entropy(logits, label)
-            self.model_backward_and_update(loss)
-        out = {"loss": loss.item(), "acc": compute_accuracy(logits, label)[0].item()}
-        if (self.batch_idx + 1) == self.num_batches:
-            self.update_lr()
-        return out
+        return self.prompt_step(*self.parse_batch_train(batch))
 
     def load_model(self, directory, epoch=None):
         try:

@@ -114,7 +114,7 @@ class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
     # -- model ------------------------------------------------------------------------------
     def build_model(self):
         cfg, s = self.cfg, self.cfg.TRAINER.DPL.SEARCH
-        clip_model = clip_from_cfg(cfg, cfg.TRAINER.DPL.PREC, self.device)
+        clip_model = clip_from_cfg(cfg, "DPL", self.device)
         self.dims = model_dims(clip_model)
         self.options = {"text": list(s.TEXT_OPTIONS), "vision": list(s.VISION_OPTIONS)}
         self.model = build_supernet_model(
@@ -136,7 +136,6 @@ class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
         )
         self.register_model("alpha", _AlphaModule(self.model.arch_parameters()),
                             self.search.alpha_optimizer, None)
-        self.scaler = torch.cuda.amp.GradScaler() if cfg.TRAINER.DPL.PREC == "amp" else None
         self.history = AlphaHistory(self.options, s.DOMINANCE_THRESHOLD,
                                     initial_probs=self._current_probs())
         self.early_stopped = False

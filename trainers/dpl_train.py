@@ -8,18 +8,14 @@ from __future__ import annotations
 
 import os
 
-import torch
-import torch.nn.functional as F
-
 from dassl.engine import TRAINER_REGISTRY, TrainerX
-from dassl.metrics import compute_accuracy
 from dassl.optim import build_lr_scheduler, build_optimizer
 
 from dpl.artifact import (ArtifactError, fixed_artifact, lengths_from_artifact, load_artifact,
                           save_artifact)
 from dpl.model import build_fixed_model, model_dims
-from trainers._common import (CachedTextEvalMixin, PromptCheckpointMixin, check_precision,
-                              clip_from_cfg, prompt_module_name)
+from trainers._common import (CachedTextEvalMixin, PromptCheckpointMixin, PromptStepMixin,
+                              check_precision, clip_from_cfg, prompt_module_name)
 
 TEXT_INPUTS = ("default", "custom", "ensemble")
 
@@ -43,7 +39,7 @@ def manual_lengths(manual, num_blocks: int, branch: str) -> list:
 
 
 @TRAINER_REGISTRY.register()
-class DPLTrain(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
+class DPLTrain(CachedTextEvalMixin, PromptCheckpointMixin, PromptStepMixin, TrainerX):
 
     def check_cfg(self, cfg):
         check_precision(cfg.TRAINER.DPL.PREC, "DPL")
@@ -55,7 +51,7 @@ class DPLTrain(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
 
     def build_model(self):
         cfg, dpl = self.cfg, self.cfg.TRAINER.DPL
-        clip_model = clip_from_cfg(cfg, dpl.PREC, self.device)
+        clip_model = clip_from_cfg(cfg, "DPL", self.device)
         dims = model_dims(clip_model)
         if dpl.CONFIG_FILE:
             art = load_artifact(dpl.CONFIG_FILE, dims)
@@ -81,7 +77,7 @@ class DPLTrain(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
         self.sched = build_lr_scheduler(self.optim, cfg.OPTIM) if params else None
         self.register_model(prompt_module_name(), self.model.prompt_learner, self.optim, self.sched)
         self.teacher = self._build_teacher(clip_model) if dpl.KD_WEIGHT > 0 else None
-        self.scaler = torch.cuda.amp.GradScaler() if dpl.PREC == "amp" else None
+        self.scaler = self.make_scaler(dpl.PREC)
 
     def _build_teacher(self, clip_model):
         import open_clip
@@ -96,34 +92,17 @@ class DPLTrain(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
 
         return ZeroShotTeacher(clip_model, self.dm.dataset.classnames, IMAGENET_TEMPLATES, tokenize)
 
-    def compute_loss(self, image, label):
-        logits = self.model(image)
-        loss = F.cross_entropy(logits, label)
-        summary = {}
-        if self.teacher is not None:
-            from dpl.distill import kd_loss
-            kd = kd_loss(logits, self.teacher(image), self.cfg.TRAINER.DPL.KD_TEMPERATURE)
-            loss = loss + self.cfg.TRAINER.DPL.KD_WEIGHT * kd
-            summary["kd"] = kd.item()
-        return logits, loss, summary
+    def distillation(self, logits, image):
+        """KD_WEIGHT * T² * KL(p_teacher ‖ p_student) (METHOD.md §5)."""
+        from dpl.distill import kd_loss
+
+        kd = kd_loss(logits, self.teacher(image), self.cfg.TRAINER.DPL.KD_TEMPERATURE)
+        return self.cfg.TRAINER.DPL.KD_WEIGHT * kd, {"kd": kd.item()}
 
     def forward_backward(self, batch):
-        image, label = self.parse_batch_train(batch)
         if self.optim is None:
             raise ValueError("The prompt configuration has no prompt at all (every length is 0): "
                              "nothing to train. Evaluate it with --eval-only instead.")
-        if self.scaler is not None:
-            with torch.autocast(device_type=self.device.type):
-                logits, loss, summary = self.compute_loss(image, label)
-            self.optim.zero_grad()
-            self.detect_anomaly(loss)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optim)
-            self.scaler.update()
-        else:
-            logits, loss, summary = self.compute_loss(image, label)
-            self.model_backward_and_update(loss)
-        out = {"loss": loss.item(), "acc": compute_accuracy(logits, label)[0].item(), **summary}
-        if (self.batch_idx + 1) == self.num_batches:
-            self.update_lr()
-        return out
+        image, label = self.parse_batch_train(batch)
+        return self.prompt_step(image, label,
+                                self.distillation if self.teacher is not None else None)

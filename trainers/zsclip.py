@@ -9,8 +9,7 @@ from dassl.engine import TRAINER_REGISTRY, TrainerX
 
 from dpl.baselines import build_zeroshot
 from dpl.templates import ZEROSHOT_TEMPLATES
-from trainers._common import CachedTextEvalMixin, check_precision
-from trainers.coop import baseline_clip
+from trainers._common import CachedTextEvalMixin, check_precision, clip_from_cfg
 
 
 @TRAINER_REGISTRY.register()
@@ -21,7 +20,7 @@ class ZeroshotCLIP(CachedTextEvalMixin, TrainerX):
 
     def build_model(self):
         cfg = self.cfg
-        clip_model = baseline_clip(cfg, "ZEROSHOTCLIP", self.device)
+        clip_model = clip_from_cfg(cfg, "ZEROSHOTCLIP", self.device)
         template = cfg.TRAINER.ZEROSHOTCLIP.TEMPLATE or ZEROSHOT_TEMPLATES.get(cfg.DATASET.NAME)
         if template is None:
             raise ValueError(
