@@ -264,6 +264,7 @@ def run(args):
 
 def _run_logged(args, cfg):
     configure_determinism(cfg)
+    export_clip_checkpoint(cfg)
     print_args(args, cfg)
     print("Collecting env info ...")
     print(f"** System info **\n{collect_env_info()}\n")
@@ -275,6 +276,14 @@ def _run_logged(args, cfg):
         return
     if not args.no_train:
         trainer.train()
+
+
+def export_clip_checkpoint(cfg):
+    """Copied CoOp-family trainers find CLIP through ``clip._download``, which reads
+    ``DPL_CLIP_CHECKPOINT``; make ``MODEL.BACKBONE.PATH`` reach them too."""
+    path = getattr(cfg.MODEL.BACKBONE, "PATH", "")
+    if path:
+        os.environ["DPL_CLIP_CHECKPOINT"] = os.path.abspath(os.path.expanduser(path))
 
 
 def configure_determinism(cfg):
