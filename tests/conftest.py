@@ -12,3 +12,11 @@ from tests.helpers.tiny_clip import TinyClipSpec, write_tiny_clip  # noqa: E402
 def tiny_clip_path(tmp_path_factory):
     """Path of a tiny random-init CLIP saved in OpenAI's checkpoint format (ViT towers)."""
     return write_tiny_clip(tmp_path_factory.mktemp("clip") / "tiny-clip.pt", TinyClipSpec())
+
+
+@pytest.fixture(scope="module")
+def clip_model(tiny_clip_path):
+    """The tiny CLIP loaded through the real loader (frozen, eval mode); one per test module."""
+    from dpl.clip_loader import load_clip
+
+    return load_clip("tiny", tiny_clip_path)

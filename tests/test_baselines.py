@@ -8,18 +8,12 @@ import torch
 import torch.nn.functional as F
 
 from dpl.baselines import build_coop, build_ivlp, build_maple, build_zeroshot
-from dpl.clip_loader import load_clip
 from dpl.prompts import PromptConfigError
 from dpl.text_inputs import tokenize
 from tests.helpers.dataset_fixtures import write_fixture
 from tests.helpers.runs import final_accuracy, run_train, tiny_opts, train_args
 
 CLASSNAMES = ["banded", "braided_rope", "chequered wool pattern"]
-
-
-@pytest.fixture(scope="module")
-def clip_model(tiny_clip_path):
-    return load_clip("tiny", tiny_clip_path)
 
 
 @pytest.fixture(scope="module")

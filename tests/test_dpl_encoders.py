@@ -8,16 +8,10 @@ import torch.nn.functional as F
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg, convert_weights_to_lp
 
 from dpl.attention import prompted_block
-from dpl.clip_loader import load_clip
 from dpl.model import build_fixed_model, model_dims
 from dpl.text_inputs import tokenize
 
 CLASSNAMES = ["golden_retriever", "cat", "hot air balloon"]
-
-
-@pytest.fixture(scope="module")
-def clip_model(tiny_clip_path):
-    return load_clip("ViT-B/16", tiny_clip_path)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ import torch
 import torch.nn.functional as F
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 
-from dpl.clip_loader import load_clip
 from dpl.io import atomic_torch_save
 from dpl.model import build_fixed_model, build_supernet_model, model_dims
 from dpl.prompts import PromptConfigError
@@ -13,11 +12,6 @@ from dpl.templates import (DPL_CUSTOM_TEMPLATES, IMAGENET_TEMPLATES, ZEROSHOT_TE
 from dpl.text_inputs import class_token_inputs, tokenize
 
 CLASSNAMES = ["golden_retriever", "cat", "hot air balloon"]
-
-
-@pytest.fixture(scope="module")
-def clip_model(tiny_clip_path):
-    return load_clip("ViT-B/16", tiny_clip_path)
 
 
 @pytest.fixture(scope="module")

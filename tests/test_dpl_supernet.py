@@ -7,16 +7,10 @@ import torch.nn.functional as F
 from open_clip.transformer import LayerNorm, QuickGELU, ResidualAttentionBlock
 
 from dpl.attention import prompted_block, supernet_block
-from dpl.clip_loader import load_clip
 from dpl.model import build_fixed_model, build_supernet_model
 
 CLASSNAMES = ["golden_retriever", "cat", "hot air balloon"]
 OPTION_LISTS = [[0, 2, 4, 6], [0, 1, 2, 3, 4, 5, 6], [0, 3]]
-
-
-@pytest.fixture(scope="module")
-def clip_model(tiny_clip_path):
-    return load_clip("ViT-B/16", tiny_clip_path)
 
 
 @pytest.fixture(scope="module")
