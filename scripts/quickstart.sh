@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The offline demo of the whole DPL pipeline: no GPU, no downloads, no datasets.
+# Installs what is missing into ./.venv (first run only), pretrains the demo's micro-CLIP once
+# (cached in ~/.cache/dpl, or $DPL_DEMO_CACHE), then: zero-shot -> DPLSearch -> DPLTrain (searched
+# and uniform) -> a table, the searched lengths and the artifact/heatmap paths.
+# Usage: bash scripts/quickstart.sh [--shots K] [--search-epochs N] [--train-epochs N] [--output DIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/_env.sh
+source scripts/_env.sh
+ensure_env requirements.txt
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(nproc 2>/dev/null || echo 2)}"
+exec python -m demo.quickstart "$@"
