@@ -1,4 +1,4 @@
-"""The offline demo's datasets (``demo.world.TASKS``), in CoOp's on-disk format.
+"""The offline demo's datasets (``demo.world.TASKS``), in CoOp's on-disk format (docs/DEMO.md).
 
 Nothing to download: on first use the images and ``split_zhou_<Name>.json`` are generated under
 ``DATASET.ROOT`` (deterministically, a few seconds); later runs read them like any CoOp dataset,
@@ -9,13 +9,24 @@ import os
 from dassl.data.datasets import DATASET_REGISTRY
 
 from datasets.coop_base import CoOpDataset
-from demo.world import TASKS, write_demo_dataset
+from demo.world import TASKS, DemoTask, write_demo_dataset
 
 
 class DemoDataset(CoOpDataset):
     """A demo task; generated under DATASET.ROOT when its split file is missing."""
 
+    task: DemoTask  # set by each subclass; folder, split name and layout follow from it
     image_subdir = "images"
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.dataset_dir, cls.split_name = cls.task.dataset_dir, cls.task.name
+        first = cls.task.classnames[0].replace(" ", "_")
+        cls.layout = (
+            f"{cls.dataset_dir}/  (generated on first use by demo.world.write_demo_dataset)\n"
+            f"  images/                      {first}/train_0000.png, ...\n"
+            f"  split_zhou_{cls.split_name}.json"
+        )
 
     def __init__(self, cfg):
         root = os.path.abspath(os.path.expanduser(cfg.DATASET.ROOT))
@@ -28,10 +39,13 @@ class DemoDataset(CoOpDataset):
 
 @DATASET_REGISTRY.register()
 class DemoShapes(DemoDataset):
-    dataset_dir = TASKS["DemoShapes"].dataset_dir
-    split_name = "DemoShapes"
-    layout = (
-        "demo_shapes/                   (generated on first use by demo.world.write_demo_dataset)\n"
-        "  images/                      red_circle/train_0000.png, ...\n"
-        "  split_zhou_DemoShapes.json"
-    )
+    """36 classes: every colour x shape pair, 12 of them held out from pretraining."""
+
+    task = TASKS["DemoShapes"]
+
+
+@DATASET_REGISTRY.register()
+class DemoCombos(DemoDataset):
+    """12 classes: 6 held-out pairs, each next to a seen pair of the same colour."""
+
+    task = TASKS["DemoCombos"]

@@ -11,12 +11,17 @@ function of a ``torch.Generator``: the same seed gives bit-identical images.
 """
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
+
+from dpl.io import atomic_write_json
 
 IMAGE_SIZE = 32
 
@@ -33,20 +38,22 @@ SHAPES: Tuple[str, ...] = ("circle", "square", "triangle", "cross", "ring", "dia
 # Object radius as a fraction of the image side, (low, high).
 SIZES: Dict[str, Tuple[float, float]] = {"small": (0.14, 0.18), "large": (0.27, 0.33)}
 BACKGROUNDS: Tuple[str, ...] = ("plain", "striped", "checkered", "blotchy")
+POSITION_JITTER = 0.12  # max offset of the object centre from the image centre (fraction of side)
 
-# Never drawn in pretraining; one per colour and one per shape, so every colour and every shape is
-# still seen with five partners.
+# Never drawn in pretraining: two per colour and two per shape, so every colour and every shape is
+# still seen with four partners. Rows: colour i with shape i, and with shape i + 2 (mod 6).
 HELD_OUT: Tuple[Tuple[str, str], ...] = (
-    ("red", "triangle"),
-    ("green", "cross"),
-    ("blue", "circle"),
-    ("yellow", "square"),
-    ("purple", "ring"),
-    ("orange", "diamond"),
+    ("red", "triangle"), ("red", "circle"),
+    ("green", "cross"), ("green", "square"),
+    ("blue", "circle"), ("blue", "ring"),
+    ("yellow", "square"), ("yellow", "diamond"),
+    ("purple", "ring"), ("purple", "triangle"),
+    ("orange", "diamond"), ("orange", "cross"),
 )
 
 COLOR_NAMES: Tuple[str, ...] = tuple(COLORS)
 SIZE_NAMES: Tuple[str, ...] = tuple(SIZES)
+_ROW_SHAPES = tuple(shape for _, shape in HELD_OUT[::2])  # colour i's first held-out shape
 
 
 @dataclass
@@ -60,6 +67,12 @@ class Scenes:
 
     def __len__(self) -> int:
         return self.color.shape[0]
+
+
+def fingerprint() -> dict:
+    """The world's defining constants (part of the pretrained checkpoint's cache key)."""
+    return {"image_size": IMAGE_SIZE, "colors": COLORS, "shapes": SHAPES, "sizes": SIZES,
+            "backgrounds": BACKGROUNDS, "position_jitter": POSITION_JITTER, "held_out": HELD_OUT}
 
 
 def combo_index(color: str, shape: str) -> int:
@@ -99,9 +112,10 @@ def render(scenes: Scenes, generator: torch.Generator, image_size: int = IMAGE_S
     lo = torch.tensor([SIZES[k][0] for k in SIZE_NAMES])[scenes.size]
     hi = torch.tensor([SIZES[k][1] for k in SIZE_NAMES])[scenes.size]
     radius = lo + (hi - lo) * torch.rand(n, generator=g)                # (n,)
-    margin = 1.2 * radius + 1.0 / s                                     # rotated corners stay inside
-    cx = margin + (1 - 2 * margin) * torch.rand(n, generator=g)
-    cy = margin + (1 - 2 * margin) * torch.rand(n, generator=g)
+    # Centre within +-POSITION_JITTER of the middle, and rotated corners inside the image.
+    reach = torch.clamp(0.5 - 1.2 * radius - 1.0 / s, max=POSITION_JITTER)
+    cx = 0.5 + reach * (2 * torch.rand(n, generator=g) - 1)
+    cy = 0.5 + reach * (2 * torch.rand(n, generator=g) - 1)
     angle = (torch.rand(n, generator=g) - 0.5) * math.radians(24)      # +-12 degrees
 
     # Object frame, in units of the radius: (n, s, s) each.
@@ -168,10 +182,110 @@ def _backgrounds(kind: torch.Tensor, g: torch.Generator, s: int) -> torch.Tensor
     blotches = F.interpolate(torch.randn(n, 1, 4, 4, generator=g), size=(s, s), mode="bilinear",
                              align_corners=False)[:, 0]
     plain = torch.zeros(n, s, s)
-    texture = torch.stack([plain, stripes, checker.float().expand(n, s, s), blotches])  # (4, n, s, s)
+    texture = torch.stack([plain, stripes, checker, blotches])          # (4, n, s, s)
     texture = texture.gather(0, kind.view(1, n, 1, 1).expand(1, n, s, s))[0]
 
     grey = 0.25 + 0.35 * torch.rand(n, 1, 1, 1, generator=g)
     tint = 0.025 * torch.randn(n, 3, 1, 1, generator=g)
     contrast = 0.05 + 0.07 * torch.rand(n, 1, 1, 1, generator=g)
     return grey + tint + contrast * texture[:, None]
+
+
+# --------------------------------------------------------------------------- demo datasets
+
+@dataclass(frozen=True)
+class DemoTask:
+    """A few-shot classification task in the world, written to disk in CoOp's format."""
+
+    name: str                               # registered dataset name and split file stem
+    dataset_dir: str                        # folder under DATASET.ROOT
+    classes: Tuple[Tuple[str, str], ...]    # (colour, shape) per label, in label order
+    per_class: Tuple[int, int, int] = (24, 8, 30)  # train, val, test images per class
+    seed: int = 0                           # the dataset is fixed; cfg.SEED only picks the shots
+
+    @property
+    def classnames(self) -> Tuple[str, ...]:
+        return tuple(f"{color} {shape}" for color, shape in self.classes)
+
+    @property
+    def held_out_labels(self) -> Tuple[int, ...]:
+        """Labels of the classes the pretraining world never drew."""
+        return tuple(i for i, pair in enumerate(self.classes) if pair in HELD_OUT)
+
+
+TASKS: Dict[str, DemoTask] = {
+    # Every colour x shape pair; the 12 held-out pairs split 6 / 6 between the base and new halves.
+    "DemoShapes": DemoTask(
+        name="DemoShapes",
+        dataset_dir="demo_shapes",
+        classes=tuple((c, s) for c in COLOR_NAMES for s in SHAPES),
+    ),
+    # 12 classes, half of them held out: colour i with shape i (held out) and with shape i + 1
+    # (seen), so every shape is once novel and once familiar.
+    "DemoCombos": DemoTask(
+        name="DemoCombos",
+        dataset_dir="demo_combos",
+        classes=tuple(pair for i, c in enumerate(COLOR_NAMES)
+                      for pair in ((c, _ROW_SHAPES[i]), (c, _ROW_SHAPES[(i + 1) % len(_ROW_SHAPES)]))),
+        per_class=(24, 8, 50),
+    ),
+}
+SPLITS = ("train", "val", "test")
+
+
+def task_split(task: DemoTask, split: str, seed: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The images of one split, in memory. Returns ((n, 3, S, S) uint8, (n,) long labels).
+
+    Labels are grouped by class (label order). Deterministic in (task, split, seed); seed None
+    means ``task.seed``.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    seed = task.seed if seed is None else seed
+    gen = torch.Generator().manual_seed(_stream_seed(task.name, split, seed))
+    n_per = task.per_class[SPLITS.index(split)]
+    labels = torch.arange(len(task.classes)).repeat_interleave(n_per)
+    combos = torch.tensor([combo_index(c, s) for c, s in task.classes])[labels]
+    scenes = Scenes(
+        color=combos // len(SHAPES),
+        shape=combos % len(SHAPES),
+        size=torch.randint(len(SIZES), (len(labels),), generator=gen),
+        background=torch.randint(len(BACKGROUNDS), (len(labels),), generator=gen),
+    )
+    return render(scenes, gen), labels
+
+
+def _stream_seed(*parts) -> int:
+    # A stable 63-bit seed per stream (Python's hash() of str is salted per process).
+    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def write_demo_dataset(root: str, name: str = "DemoShapes", seed: Optional[int] = None) -> str:
+    """Write a demo task as real PNG files plus ``split_zhou_<name>.json`` (CoOp's format).
+
+    Layout: ``<root>/<dataset_dir>/images/<class_folder>/<split>_<i>.png`` and
+    ``<root>/<dataset_dir>/split_zhou_<name>.json`` (written last, atomically, so its presence
+    means the dataset is complete). Returns the dataset folder.
+    """
+    if name not in TASKS:
+        raise ValueError(f"Unknown demo dataset {name!r}; use one of {', '.join(TASKS)}.")
+    task = TASKS[name]
+    dataset_dir = os.path.join(os.path.abspath(os.path.expanduser(root)), task.dataset_dir)
+    image_dir = os.path.join(dataset_dir, "images")
+    split = {}
+    for part in SPLITS:
+        images, labels = task_split(task, part, seed)
+        pixels = images.permute(0, 2, 3, 1).numpy()          # (n, S, S, 3) for PIL
+        entries, counters = [], {}
+        for array, label in zip(pixels, labels.tolist()):
+            classname = task.classnames[label]
+            folder = classname.replace(" ", "_")
+            i = counters[label] = counters.get(label, -1) + 1
+            relpath = f"{folder}/{part}_{i:04d}.png"
+            os.makedirs(os.path.join(image_dir, folder), exist_ok=True)
+            Image.fromarray(array).save(os.path.join(image_dir, relpath))
+            entries.append([relpath, label, classname])
+        split[part] = entries
+    atomic_write_json(os.path.join(dataset_dir, f"split_zhou_{task.name}.json"), split, indent=4)
+    return dataset_dir
