@@ -5,8 +5,8 @@ uniform manual one -> one table. Every stage is an ordinary ``train.py`` run (in
 the demo configs ``configs/trainers/{DPLSearch,DPLTrain}/demo.yaml``; their full logs are in the
 run folders. Re-running skips nothing but resumes finished runs instantly.
 
-    python -m demo.quickstart [--output DIR] [--dataset demo_shapes] [--seed 1] [--shots 8]
-                              [--search-epochs 6] [--train-epochs 6] [--uniform 4]
+    python -m demo.quickstart [--output DIR] [--dataset demo_combos] [--seed 1] [--shots 16]
+                              [--search-epochs 10] [--train-epochs 10] [--uniform 4]
 """
 from __future__ import annotations
 
@@ -80,11 +80,11 @@ def last_accuracy(log_dir_file: str) -> float:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="Offline DPL demo: search, train, compare.")
     p.add_argument("--output", default=os.environ.get("OUTPUT", "output") + "/quickstart")
-    p.add_argument("--dataset", default="demo_shapes", help="config name in configs/datasets")
+    p.add_argument("--dataset", default="demo_combos", help="config name in configs/datasets")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--shots", type=int, default=8)
-    p.add_argument("--search-epochs", type=int, default=6)
-    p.add_argument("--train-epochs", type=int, default=6)
+    p.add_argument("--shots", type=int, default=16)
+    p.add_argument("--search-epochs", type=int, default=10)
+    p.add_argument("--train-epochs", type=int, default=10)
     p.add_argument("--uniform", type=int, default=4, help="tokens per block of the uniform baseline")
     p.add_argument("--clip", default="", help="demo CLIP checkpoint (default: cached/pretrained)")
     args = p.parse_args(argv)

@@ -20,3 +20,11 @@ def clip_model(tiny_clip_path):
     from dpl.clip_loader import load_clip
 
     return load_clip("tiny", tiny_clip_path)
+
+
+@pytest.fixture(scope="session")
+def demo_clip(tmp_path_factory):
+    """Path of the quick-mode demo CLIP (demo/pretrain.py), pretrained once per test session."""
+    from demo import pretrain
+
+    return pretrain.get_demo_clip(cache_dir=str(tmp_path_factory.mktemp("demo_cache")), quick=True)

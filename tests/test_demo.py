@@ -35,12 +35,6 @@ def demo_root(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="module")
-def demo_clip(tmp_path_factory):
-    """Path of the quick-mode demo CLIP, pretrained once for this module."""
-    return pretrain.get_demo_clip(cache_dir=str(tmp_path_factory.mktemp("demo_cache")), quick=True)
-
-
 # --------------------------------------------------------------------------- the world
 
 def test_world_is_deterministic_from_its_seed():
