@@ -146,3 +146,47 @@ def test_kd_weight_zero_builds_no_teacher(search_run, data_root, tiny_clip_path,
     run_train(train_args("DPLTrain", "vit_b16", "dtd", data_root, tmp_path / "nokd")
               + tiny_opts(tiny_clip_path, epochs=1) + ["TRAINER.DPL.CONFIG_FILE", art])
     assert built == []
+
+
+def test_alpha_batches_cover_the_val_split_each_epoch_and_never_test(data_root, tiny_clip_path, tmp_path,
+                                                                     monkeypatch):
+    from trainers.dpl_search import CyclingBatches, DPLSearch
+
+    seen = []
+    original = CyclingBatches.next
+
+    def recording_next(self):
+        b = original(self)
+        seen.append(list(b["impath"]))
+        return b
+
+    monkeypatch.setattr(CyclingBatches, "next", recording_next)
+    trainers = []
+    build = DPLSearch.build_model
+
+    def keep(self):
+        build(self)
+        trainers.append(self)
+
+    monkeypatch.setattr(DPLSearch, "build_model", keep)
+    # 5 classes x 2 val shots = 10 val images; 10 train images / batch 4 = 2 steps per epoch;
+    # val batch 5 -> the 2 α steps of an epoch see exactly the whole val split.
+    search(data_root, tmp_path / "s", tiny_clip_path, epochs=2,
+           extra_opts=["TRAINER.DPL.SEARCH.VAL_BATCH_SIZE", "5"])
+    dataset = trainers[0].dm.dataset
+    val, test = {d.impath for d in dataset.val}, {d.impath for d in dataset.test}
+    assert len(seen) == 4
+    for epoch in (seen[:2], seen[2:]):
+        assert sorted(p for b in epoch for p in b) == sorted(val)
+    assert not {p for b in seen for p in b} & test
+    assert seen[:2] != seen[2:]  # a fresh random order each pass
+
+
+def test_kd_config_trains_with_a_teacher(search_run, data_root, tiny_clip_path, tmp_path):
+    _, art = search_run
+    out = tmp_path / "kd"
+    run_train(train_args("DPLTrain", "vit_b16_kd", "dtd", data_root, out)
+              + tiny_opts(tiny_clip_path, epochs=1) + ["TRAINER.DPL.CONFIG_FILE", art])
+    log = open(out / "log.txt").read()
+    assert "Knowledge distillation from zero-shot CLIP (weight 1.0" in log
+    assert " kd " in log and "* accuracy:" in log
