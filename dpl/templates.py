@@ -31,6 +31,9 @@ DPL_CUSTOM_TEMPLATES = {
     "ImageNetV2": "a photo of a {}.",
     "ImageNetA": "a photo of a {}.",
     "ImageNetR": "a photo of a {}.",
+    # the offline demo's tasks (demo/world.py): the caption form the demo CLIP was pretrained on
+    "DemoShapes": "a photo of a {}.",
+    "DemoCombos": "a photo of a {}.",
 }
 
 ZEROSHOT_TEMPLATES = {
