@@ -14,8 +14,11 @@ ensure_env() {
     local stamp_path="${VIRTUAL_ENV}/${stamp}"
     if [[ ! -f "$stamp_path" ]]; then
         echo "[setup] installing requirements into ${VIRTUAL_ENV} (about a minute the first time)"
-        python -m pip install -q --disable-pip-version-check -r "$req"
-        python -m pip install -q --disable-pip-version-check --no-deps -e .
+        # (some machines' pip configs name missing local indexes; those warnings are noise)
+        python -m pip install -q --disable-pip-version-check -r "$req" \
+            2> >(grep -v '^WARNING: Location .* is ignored' >&2)
+        python -m pip install -q --disable-pip-version-check --no-deps -e . \
+            2> >(grep -v '^WARNING: Location .* is ignored' >&2)
         touch "$stamp_path"
     fi
 }
