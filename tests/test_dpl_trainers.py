@@ -190,3 +190,34 @@ def test_kd_config_trains_with_a_teacher(search_run, data_root, tiny_clip_path, 
     log = open(out / "log.txt").read()
     assert "Knowledge distillation from zero-shot CLIP (weight 1.0" in log
     assert " kd " in log and "* accuracy:" in log
+
+
+def test_unseeded_search_resumes_with_the_same_alpha_batches(data_root, tiny_clip_path, tmp_path,
+                                                             monkeypatch):
+    """SEED -1: the α-batch seed is random, but it is checkpointed, so a resumed run keeps it."""
+    from trainers.dpl_search import CyclingBatches, DPLSearch
+
+    seeds = []
+    original_start = CyclingBatches.start
+
+    def recording_start(self, position):
+        seeds.append(self.seed)
+        return original_start(self, position)
+
+    monkeypatch.setattr(CyclingBatches, "start", recording_start)
+    original = DPLSearch.after_epoch
+
+    def die_after_first_epoch(self):
+        original(self)
+        if self.epoch == 0:
+            raise KeyboardInterrupt("simulated kill")
+
+    monkeypatch.setattr(DPLSearch, "after_epoch", die_after_first_epoch)
+    argv = train_args("DPLSearch", "vit_b16", "dtd", data_root, tmp_path / "s", seed=1)
+    argv[argv.index("--seed"):argv.index("--seed") + 2] = []  # no --seed ...
+    opts = tiny_opts(tiny_clip_path) + ["SEED", "-1"]         # ... and no seed at all
+    with pytest.raises(KeyboardInterrupt):
+        run_train(argv + opts)
+    monkeypatch.setattr(DPLSearch, "after_epoch", original)
+    run_train(argv + opts)
+    assert len(seeds) == 2 and seeds[0] == seeds[1]  # epoch 1 (first run), epoch 2 (resumed run)

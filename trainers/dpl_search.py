@@ -37,12 +37,14 @@ BRANCHES = ("text", "vision")
 
 class _AlphaModule(nn.Module):
     """Registers the α tensors (shared with the model) under their own checkpoint name, so the
-    α optimizer's state is saved and restored by the engine like any other optimizer."""
+    α optimizer's state is saved and restored by the engine like any other optimizer. It also
+    keeps the seed of the α-step batches, so a resumed unseeded run (SEED -1) draws the same ones."""
 
-    def __init__(self, alphas):
+    def __init__(self, alphas, batch_seed: int):
         super().__init__()
         self.text = alphas[0]
         self.vision = alphas[1]
+        self.register_buffer("batch_seed", torch.tensor(batch_seed, dtype=torch.long))
 
 
 class CyclingBatches:
@@ -134,8 +136,8 @@ class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
             self.model, self.optim, lr=s.ALPHA_LR, betas=s.ALPHA_BETAS,
             weight_decay=s.ALPHA_WEIGHT_DECAY, mode=s.UPDATE_MODE,
         )
-        self.register_model("alpha", _AlphaModule(self.model.arch_parameters()),
-                            self.search.alpha_optimizer, None)
+        self.alpha_module = _AlphaModule(self.model.arch_parameters(), self.val_batches.seed)
+        self.register_model("alpha", self.alpha_module, self.search.alpha_optimizer, None)
         self.history = AlphaHistory(self.options, s.DOMINANCE_THRESHOLD,
                                     initial_probs=self._current_probs())
         self.early_stopped = False
@@ -181,6 +183,7 @@ class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
     def before_epoch(self):
         super().before_epoch()
         # α-step batches continue where this epoch starts, also after a resume.
+        self.val_batches.seed = int(self.alpha_module.batch_seed)
         self.val_batches.start(self.epoch * len(self.train_loader_x))
 
     def train(self):
