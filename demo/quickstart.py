@@ -20,6 +20,8 @@ import time
 
 from tabulate import tabulate
 
+from tools.parse_test_res import run_result
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHOWN = re.compile(r"^(\* accuracy:|α:|Prompt configuration saved|Generating|Creating a|\[demo\])")
 EPOCH_LINE = re.compile(r"^epoch \[(\d+)/(\d+)\] batch \[(\d+)/(\d+)\]")
@@ -56,25 +58,11 @@ def run_stage(title: str, argv: list) -> float:
     finally:
         sys.stdout = console
     out = argv[argv.index("--output-dir") + 1]
-    acc = last_accuracy(os.path.join(out, "log.txt"))
+    acc = run_result(out)  # the newest log's result (a resumed run writes log.txt-<time>)
+    if acc is None:
+        raise RuntimeError(f"no test accuracy in {out}/log.txt")
     print(f"   done in {time.time() - start:.0f} s: test accuracy {acc:.1f}%", flush=True)
     return acc
-
-
-def last_accuracy(log_dir_file: str) -> float:
-    """Final '* accuracy' of a run: its newest log (a resumed run writes log.txt-<time>)."""
-    folder = os.path.dirname(log_dir_file)
-    logs = sorted((f for f in os.listdir(folder) if f.startswith("log.txt")),
-                  key=lambda f: (f != "log.txt", f))
-    value = None
-    for name in logs:
-        with open(os.path.join(folder, name), encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("* accuracy:"):
-                    value = float(line.split(":")[1].strip().rstrip("%"))
-    if value is None:
-        raise RuntimeError(f"no test accuracy in {folder}/log.txt")
-    return value
 
 
 def main(argv=None) -> int:

@@ -11,7 +11,8 @@ from dpl.baselines import build_coop, build_ivlp, build_maple, build_zeroshot
 from dpl.prompts import PromptConfigError
 from dpl.text_inputs import tokenize
 from tests.helpers.dataset_fixtures import write_fixture
-from tests.helpers.runs import final_accuracy, run_train, tiny_opts, train_args
+from tests.helpers.runs import (final_accuracy, run_killed_after_first_epoch, run_train, tiny_opts,
+                                train_args)
 
 CLASSNAMES = ["banded", "braided_rope", "chequered wool pattern"]
 
@@ -366,17 +367,8 @@ def test_killed_run_resumes_to_the_same_prompts(data_root, tiny_clip_path, tmp_p
     run_train(train_args("IVLP", config, "dtd", data_root, tmp_path / "whole") + opts)
 
     killed = tmp_path / "killed"
-    original = IVLP.after_epoch
-
-    def die_after_first_epoch(self):
-        original(self)
-        if self.epoch == 0:
-            raise KeyboardInterrupt("simulated kill")
-
-    monkeypatch.setattr(IVLP, "after_epoch", die_after_first_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        run_train(train_args("IVLP", config, "dtd", data_root, killed) + opts)
-    monkeypatch.setattr(IVLP, "after_epoch", original)
+    run_killed_after_first_epoch(monkeypatch, IVLP,
+                                 train_args("IVLP", config, "dtd", data_root, killed) + opts)
     run_train(train_args("IVLP", config, "dtd", data_root, killed) + opts)  # same command again
 
     assert "Previous epoch: 1" in "".join(p.read_text() for p in killed.glob("log.txt*"))

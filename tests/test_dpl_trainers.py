@@ -7,7 +7,8 @@ import torch
 
 from dpl.artifact import derive_lengths, load_artifact
 from tests.helpers.dataset_fixtures import write_fixture
-from tests.helpers.runs import final_accuracy, run_train, tiny_opts, train_args
+from tests.helpers.runs import (final_accuracy, run_killed_after_first_epoch, run_train, tiny_opts,
+                                train_args)
 
 pytestmark = pytest.mark.slow
 
@@ -66,18 +67,10 @@ def test_interrupted_search_resumes_to_the_same_artifact(search_run, data_root, 
 
     _, reference = search_run
     out = tmp_path / "killed"
-    original = DPLSearch.after_epoch
-
-    def die_after_first_epoch(self):
-        original(self)
-        if self.epoch == 0:
-            raise KeyboardInterrupt("simulated kill")
-
-    monkeypatch.setattr(DPLSearch, "after_epoch", die_after_first_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        search(data_root, out, tiny_clip_path)
+    run_killed_after_first_epoch(monkeypatch, DPLSearch,
+                                 train_args("DPLSearch", "vit_b16", "dtd", data_root, out)
+                                 + tiny_opts(tiny_clip_path))
     assert not os.path.exists(out / "prompt_config.json")
-    monkeypatch.setattr(DPLSearch, "after_epoch", original)
     resumed = search(data_root, out, tiny_clip_path)
     a, b = json.load(open(reference)), json.load(open(resumed))
     for x in (a, b):
@@ -205,19 +198,9 @@ def test_unseeded_search_resumes_with_the_same_alpha_batches(data_root, tiny_cli
         return original_start(self, position)
 
     monkeypatch.setattr(CyclingBatches, "start", recording_start)
-    original = DPLSearch.after_epoch
-
-    def die_after_first_epoch(self):
-        original(self)
-        if self.epoch == 0:
-            raise KeyboardInterrupt("simulated kill")
-
-    monkeypatch.setattr(DPLSearch, "after_epoch", die_after_first_epoch)
     argv = train_args("DPLSearch", "vit_b16", "dtd", data_root, tmp_path / "s", seed=1)
     argv[argv.index("--seed"):argv.index("--seed") + 2] = []  # no --seed ...
     opts = tiny_opts(tiny_clip_path) + ["SEED", "-1"]         # ... and no seed at all
-    with pytest.raises(KeyboardInterrupt):
-        run_train(argv + opts)
-    monkeypatch.setattr(DPLSearch, "after_epoch", original)
+    run_killed_after_first_epoch(monkeypatch, DPLSearch, argv + opts)
     run_train(argv + opts)
     assert len(seeds) == 2 and seeds[0] == seeds[1]  # epoch 1 (first run), epoch 2 (resumed run)

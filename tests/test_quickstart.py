@@ -5,6 +5,7 @@ import os
 import pytest
 
 from demo import quickstart
+from tools.parse_test_res import run_result
 
 pytestmark = pytest.mark.slow
 
@@ -14,8 +15,7 @@ def test_quickstart_dpl_beats_zero_shot(demo_clip, tmp_path, capsys):
     quickstart.main(["--clip", demo_clip, "--output", str(out), "--dataset", "demo_combos",
                      "--shots", "8", "--search-epochs", "3", "--train-epochs", "6"])
     printed = capsys.readouterr().out
-    acc = {name: quickstart.last_accuracy(str(out / name / "log.txt"))
-           for name in ("zeroshot", "dpl", "uniform")}
+    acc = {name: run_result(str(out / name)) for name in ("zeroshot", "dpl", "uniform")}
     assert acc["dpl"] > acc["zeroshot"] + 2.0, acc
     art = json.load(open(out / "search" / "prompt_config.json"))
     assert os.path.getsize(out / "search" / "alpha_heatmap.png") > 1000

@@ -12,9 +12,8 @@ import torch.nn.functional as F
 
 from dassl.metrics import compute_accuracy
 from dassl.utils import load_checkpoint
-from dpl.clip_loader import load_clip
+from dpl.clip_loader import PRECISIONS, load_clip
 
-PRECISIONS = ("fp16", "fp32", "amp")
 
 
 def check_precision(prec: str, trainer: str) -> None:

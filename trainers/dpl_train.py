@@ -14,11 +14,9 @@ from dassl.optim import build_lr_scheduler, build_optimizer
 from dpl.artifact import (ArtifactError, fixed_artifact, lengths_from_artifact, load_artifact,
                           save_artifact)
 from dpl.model import build_fixed_model, model_dims
+from dpl.text_inputs import TEXT_INPUTS
 from trainers._common import (CachedTextEvalMixin, PromptCheckpointMixin, PromptStepMixin,
                               check_precision, clip_from_cfg, prompt_module_name)
-
-TEXT_INPUTS = ("default", "custom", "ensemble")
-
 
 def manual_lengths(manual, num_blocks: int, branch: str) -> list:
     """Per-block lengths from TRAINER.DPL.MANUAL.<BRANCH>_{LENGTHS | LENGTH, DEPTH}."""

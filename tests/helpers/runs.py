@@ -41,3 +41,23 @@ def final_accuracy(log_path) -> float:
                 value = float(line.split(":")[1].strip().rstrip("%"))
     assert value is not None, f"no accuracy line in {log_path}"
     return value
+
+
+def run_killed_after_first_epoch(monkeypatch, trainer_cls, argv: list) -> None:
+    """Run train.py in-process, stopping it (KeyboardInterrupt) right after epoch 1 is saved,
+    as a kill would; ``trainer_cls`` is left unpatched afterwards."""
+    import pytest
+
+    original = trainer_cls.after_epoch
+
+    def die_after_first_epoch(self):
+        original(self)
+        if self.epoch == 0:
+            raise KeyboardInterrupt("simulated kill")
+
+    monkeypatch.setattr(trainer_cls, "after_epoch", die_after_first_epoch)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_train(argv)
+    finally:
+        monkeypatch.setattr(trainer_cls, "after_epoch", original)
