@@ -8,12 +8,18 @@ from yacs.config import CfgNode as CN
 
 def extend_cfg(cfg):
     """Add every key our trainers and datasets read. Call right after ``get_cfg_default()``."""
-    cfg.MODEL.BACKBONE.PATH = ""  # local OpenAI-format checkpoint; "" = ~/.cache/clip/<usual name>
+    cfg.MODEL.BACKBONE.PATH = ""  # local checkpoint (OpenAI or open_clip format); "" = ~/.cache/clip/<usual name>
+    cfg.MODEL.BACKBONE.CONFIG = ""  # open_clip model-config JSON for architectures open_clip does not list
 
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all / base / new (CoOp base-to-new protocol)
     # Draw the few-shot val split from train (disjoint from the K-shot picks) for loaders whose
     # CoOp val split *is* the test split (ImageNet). The search stage turns this on.
     cfg.DATASET.VAL_FROM_TRAIN = False
+    # Your own data (ImageFolder, CSVDataset): the CSV file, and the per-class fractions of train
+    # split off as val / test when they are not given (fixed, seed-independent split).
+    cfg.DATASET.CSV = ""
+    cfg.DATASET.VAL_FRACTION = 0.2
+    cfg.DATASET.TEST_FRACTION = 0.2
 
     # With TRAIN.CHECKPOINT_FREQ 1 every epoch is saved (so a killed run resumes); keep only the
     # newest N regular checkpoints per model (0 = keep all, as Dassl does).
