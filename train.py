@@ -48,12 +48,15 @@ try:
 except ModuleNotFoundError as _err:
     _skip_missing(_err, ("trainers",), "package 'trainers' (the trainers)")
 try:
-    from trainers.config import extend_cfg
+    from trainers.config import apply_model_input, extend_cfg
 except ModuleNotFoundError as _err:
     _skip_missing(_err, ("trainers", "trainers.config"), "trainers/config.py (extend_cfg)")
 
     def extend_cfg(cfg):
         return None
+
+    def apply_model_input(cfg, opts):
+        return []
 
 try:
     from dpl.clip_loader import CheckpointError
@@ -131,6 +134,7 @@ def setup_cfg(args):
         _merge_file(cfg, args.config_file, "--config-file")
     reset_cfg(cfg, args)
     _merge_opts(cfg, args.opts or [])
+    apply_model_input(cfg, args.opts or [])  # an open_clip model's own size/mean/std/interpolation
     cfg.freeze()
     return cfg
 

@@ -33,9 +33,9 @@ from dassl.utils import listdir_nohidden
 
 from datasets.coop_base import CoOpDataset, Splits
 from datasets.errors import DatasetFormatError, DatasetLayoutError
+from dpl.classifier import IMAGE_EXTENSIONS
 
 OWN_DOCS = 'docs/DATASETS.md ("Your own data")'
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 SPLIT_SEED = 0  # the split of train/ into train/val/test never depends on --seed
 # (image path, class key) per given split; the class key is a folder name or a CSV label.
 Listing = Dict[str, List[Tuple[str, str]]]

@@ -3,9 +3,14 @@
 The search stage writes one JSON file; the train stage reads it. Nothing else passes between them.
 Schema version 1::
 
-    {"schema": "dpl-prompt-config/1", "backbone": str, "text": BRANCH, "vision": BRANCH,
-     "history_file": "alpha_history.json", "provenance": {...}}
+    {"schema": "dpl-prompt-config/1", "backbone": BACKBONE, "text": BRANCH, "vision": BRANCH,
+     "history_file": "alpha_history.json", "provenance": {...}, ["classifier": {...}]}
     BRANCH = {"num_blocks", "width", "options", "lengths", "alpha", "probs", "dominant"}
+    BACKBONE = {"name", "file", "config", "sha256"} (``dpl.clip_loader.backbone_record``), or a
+               name string (older files, hand-written configurations)
+
+A train run's copy also holds ``classifier`` (``dpl.classifier.classifier_info``): what a prediction
+needs besides the prompts (class names, text input, input preprocessing).
 """
 from __future__ import annotations
 
@@ -60,7 +65,7 @@ def branch_summary(alpha: torch.Tensor, options: Sequence[int], width: int, thre
     }
 
 
-def build_artifact(backbone: str, text: dict, vision: dict, provenance: Mapping,
+def build_artifact(backbone, text: dict, vision: dict, provenance: Mapping,
                    history_file: str = "alpha_history.json") -> dict:
     art = {
         "schema": SCHEMA,
@@ -156,11 +161,28 @@ def check_fits(art: Mapping, dims: Mapping, source: str) -> None:
             )
 
 
+def check_backbone(art: Mapping, backbone: Mapping, source: str) -> None:
+    """Refuse an artifact made on another checkpoint: both SHA-256s known and different.
+
+    ``backbone`` is the loaded model's ``backbone_record``; name-only artifacts are not checked.
+    """
+    have = art.get("backbone")
+    if not isinstance(have, Mapping) or not have.get("sha256") or not backbone.get("sha256"):
+        return
+    if have["sha256"] != backbone["sha256"]:
+        raise ArtifactError(
+            f"Prompt configuration {source} was made on the CLIP checkpoint {have.get('file')!r} "
+            f"({have.get('name')!r}, sha256 {have['sha256'][:12]}...), but the loaded checkpoint is "
+            f"{backbone.get('file')!r} ({backbone.get('name')!r}, sha256 {backbone['sha256'][:12]}...). "
+            "Set MODEL.BACKBONE.NAME/PATH to the model the search ran on, or search again on this one."
+        )
+
+
 def lengths_from_artifact(art: Mapping) -> tuple:
     return list(art["text"]["lengths"]), list(art["vision"]["lengths"])
 
 
-def fixed_artifact(backbone: str, dims: Mapping, text_lengths: Sequence[int],
+def fixed_artifact(backbone, dims: Mapping, text_lengths: Sequence[int],
                    vision_lengths: Sequence[int], provenance: Mapping) -> dict:
     """An artifact for a configuration that was not searched (e.g. a manual/uniform baseline).
 

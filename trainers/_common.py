@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from dassl.metrics import compute_accuracy
 from dassl.utils import load_checkpoint
-from dpl.clip_loader import PRECISIONS, load_clip
+from dpl.clip_loader import PRECISIONS, load_clip, preprocess_of
 
 
 
@@ -32,14 +32,31 @@ def clip_from_cfg(cfg, section: str, device):
         raise ValueError(f"TRAINER.{section}.PREC is fp16, which needs a CUDA device; on this machine "
                          f"add `TRAINER.{section}.PREC fp32` to the command line.")
     path = getattr(cfg.MODEL.BACKBONE, "PATH", "")
+    config = getattr(cfg.MODEL.BACKBONE, "CONFIG", "")
     print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME}, precision: {prec})")
-    clip_model = load_clip(cfg.MODEL.BACKBONE.NAME, path, precision=prec, device=device)
+    clip_model = load_clip(cfg.MODEL.BACKBONE.NAME, path, precision=prec, device=device, config=config)
+    report_input(cfg, preprocess_of(clip_model))
     size = getattr(clip_model.visual, "image_size", None)
     size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
     if size[0] is not None and tuple(cfg.INPUT.SIZE) != size:
         raise ValueError(f"INPUT.SIZE {tuple(cfg.INPUT.SIZE)} does not match the image size {size} "
                          f"of the CLIP checkpoint ({cfg.MODEL.BACKBONE.NAME}); set INPUT.SIZE {size}.")
     return clip_model
+
+
+def report_input(cfg, model_input: dict) -> None:
+    """Log the preprocessing used and where it differs from what the model was trained with."""
+    used = {"size": tuple(cfg.INPUT.SIZE), "mean": tuple(cfg.INPUT.PIXEL_MEAN),
+            "std": tuple(cfg.INPUT.PIXEL_STD), "interpolation": cfg.INPUT.INTERPOLATION}
+    print("Input preprocessing: " + ", ".join(f"{k} {v}" for k, v in used.items()))
+    for key, value in used.items():
+        want = model_input[key]
+        if key in ("mean", "std"):
+            same = len(value) == len(want) and all(abs(a - b) < 1e-6 for a, b in zip(value, want))
+        else:
+            same = value == want
+        if not same:
+            print(f"Note: input {key} {value} differs from the model's {want} (set on the command line?)")
 
 
 class PromptStepMixin:

@@ -99,3 +99,33 @@ def _add_zeroshot(cfg):
     cfg.TRAINER.ZEROSHOTCLIP = CN()
     cfg.TRAINER.ZEROSHOTCLIP.PREC = "fp16"  # fp16 (CUDA) / fp32 / amp
     cfg.TRAINER.ZEROSHOTCLIP.TEMPLATE = ""  # "" = CoOp's template for DATASET.NAME, e.g. "{} texture."
+
+
+# Keys of the model's input preprocessing, and the field of ``dpl.clip_loader.preprocess_of``.
+MODEL_INPUT_KEYS = {"INPUT.SIZE": "size", "INPUT.PIXEL_MEAN": "mean", "INPUT.PIXEL_STD": "std",
+                    "INPUT.INTERPOLATION": "interpolation"}
+
+
+def apply_model_input(cfg, opts) -> list:
+    """Default ``INPUT.SIZE/PIXEL_MEAN/PIXEL_STD/INTERPOLATION`` from an open_clip model's config.
+
+    The trainer YAMLs hold OpenAI's values; for an open_clip model (an open_clip name or
+    ``MODEL.BACKBONE.CONFIG``) its own config wins over them, and a key given in the command-line
+    ``opts`` wins over both. OpenAI models keep the YAML values. Returns the keys that were set.
+    Call after merging the opts, before ``cfg.freeze()``.
+    """
+    from dpl.clip_loader import model_preprocess
+
+    pre = model_preprocess(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.CONFIG)
+    if pre is None:
+        return []
+    given = set(opts[0::2])
+    changed = []
+    for key, field in MODEL_INPUT_KEYS.items():
+        if key in given:
+            continue
+        value = pre[field]
+        value = tuple(value) if field == "size" else list(value) if field != "interpolation" else value
+        setattr(cfg.INPUT, key.split(".")[1], value)
+        changed.append(key)
+    return changed

@@ -23,6 +23,7 @@ from dassl.optim import build_lr_scheduler, build_optimizer
 
 from dpl import __version__ as dpl_version
 from dpl.artifact import branch_summary, build_artifact, save_artifact
+from dpl.clip_loader import backbone_record
 from dpl.io import atomic_write_json
 from dpl.model import build_supernet_model, model_dims
 from dpl.prompts import check_options
@@ -118,6 +119,7 @@ class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
         cfg, s = self.cfg, self.cfg.TRAINER.DPL.SEARCH
         clip_model = clip_from_cfg(cfg, "DPL", self.device)
         self.dims = model_dims(clip_model)
+        self.backbone = backbone_record(clip_model)  # name + checkpoint hash, for the artifact
         self.options = {"text": list(s.TEXT_OPTIONS), "vision": list(s.VISION_OPTIONS)}
         self.model = build_supernet_model(
             clip_model, self.dm.dataset.classnames, s.TEXT_OPTIONS, s.VISION_OPTIONS,
@@ -241,7 +243,7 @@ class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
             "code_version": dpl_version,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         }
-        art = build_artifact(self.cfg.MODEL.BACKBONE.NAME, branches["text"], branches["vision"],
+        art = build_artifact(self.backbone, branches["text"], branches["vision"],
                              provenance, history_file=HISTORY)
         path = os.path.join(self.output_dir, ARTIFACT)
         save_artifact(path, art)
