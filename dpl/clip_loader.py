@@ -13,7 +13,7 @@ Two kinds of model, one result (a frozen ``open_clip.model.CLIP``, batch-first t
   DPL cannot walk (timm or Hugging Face towers, custom attention blocks, attentional pooling, a
   non-CLIP tokenizer) are refused when the model is loaded, naming the config field.
 
-``backbone_record(model)`` is what an artifact stores (name, file, config, SHA-256 of the file), so
+``backbone_record(model)`` is what an artifact stores (name, file, config, SHA-256 of the weights), so
 a prompt configuration is never used on another model.
 
 Security note: a TorchScript archive is code as well as weights; ``torch.jit.load`` runs it. Only
@@ -124,7 +124,10 @@ def read_state_dict(file: str) -> Dict[str, torch.Tensor]:
 
 def read_openai_state_dict(file: str) -> dict:
     """Read a TorchScript archive or a plain state dict into a state dict of tensors."""
-    state = read_state_dict(file)
+    return _require_openai_keys(read_state_dict(file), file)
+
+
+def _require_openai_keys(state, file: str) -> dict:
     if not isinstance(state, dict) or "token_embedding.weight" not in state:
         raise CheckpointError(
             f"{file} is not an OpenAI-format CLIP checkpoint (no 'token_embedding.weight' key)."
@@ -170,12 +173,14 @@ def load_clip(
             "PREC fp16 needs a CUDA device; on CPU use fp32 (e.g. add `TRAINER.DPL.PREC fp32`)."
         )
     file = resolve_checkpoint(backbone, path)
+    state = read_state_dict(file)
+    weights_sha256 = state_sha256(state) if isinstance(state, dict) else None
     if is_open_clip_model(backbone, config):
-        model = _build_open_clip(backbone, config, file)
+        model = _build_open_clip(backbone, config, file, state)
         if precision == "fp16":
             convert_weights_to_lp(model)  # as OpenAI's files are: matmul weights in half
     else:
-        model = _build_openai(file)
+        model = _build_openai(file, state)
     model = model.to(device)
     if precision != "fp16":
         model.float()
@@ -186,11 +191,12 @@ def load_clip(
     model.dpl_backbone = backbone
     model.dpl_checkpoint = file
     model.dpl_config = os.path.abspath(os.path.expanduser(config)) if config else ""
+    model.dpl_sha256 = weights_sha256
     return model
 
 
-def _build_openai(file: str) -> CLIP:
-    state = read_openai_state_dict(file)
+def _build_openai(file: str, state) -> CLIP:
+    state = _require_openai_keys(state, file)
     try:
         return build_model_from_openai_state_dict(dict(state))
     except Exception as exc:
@@ -312,9 +318,9 @@ def preprocess_of(model: CLIP) -> dict:
             "interpolation": cfg.get("interpolation", "bicubic")}
 
 
-def _build_open_clip(backbone: str, config: str, file: str) -> CLIP:
+def _build_open_clip(backbone: str, config: str, file: str, state) -> CLIP:
     """``CLIP(**model config)`` (what ``open_clip.create_model(name, pretrained=None)`` builds, without
-    its registry or download logic), the weights of ``file`` loaded strictly."""
+    its registry or download logic), the weights ``state`` (read from ``file``) loaded strictly."""
     model_cfg, overrides, source = open_clip_config(backbone, config)
     parts = unsupported_parts(model_cfg)
     if parts:
@@ -329,11 +335,10 @@ def _build_open_clip(backbone: str, config: str, file: str) -> CLIP:
         raise CheckpointError(f"{source} could not be built into a CLIP model: {type(exc).__name__}: "
                               f"{exc}; check the config.") from exc
     _check_walkable(model, source)
-    state = read_state_dict(file)
     if not isinstance(state, dict):
         raise CheckpointError(f"{file} holds a {type(state).__name__}, not a CLIP state dict.")
-    for key in ("input_resolution", "context_length", "vocab_size"):  # TorchScript extras
-        state.pop(key, None)
+    state = {k: v for k, v in state.items()
+             if k not in ("input_resolution", "context_length", "vocab_size")}  # TorchScript extras
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shape mismatches
@@ -364,28 +369,25 @@ def _check_walkable(model: CLIP, source: str) -> None:
 # ----------------------------------------------------------------------------------------------
 # Which model: the artifact's backbone record
 # ----------------------------------------------------------------------------------------------
-_SHA_CACHE: Dict[tuple, str] = {}
-
-
-def file_sha256(file: str) -> str:
-    """Hex SHA-256 of a file (cached per path, size and modification time)."""
-    st = os.stat(file)
-    key = (os.path.abspath(file), st.st_size, st.st_mtime_ns)
-    if key not in _SHA_CACHE:
-        digest = hashlib.sha256()
-        with open(file, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-        _SHA_CACHE[key] = digest.hexdigest()
-    return _SHA_CACHE[key]
+def state_sha256(state: Dict[str, torch.Tensor]) -> str:
+    """Hex SHA-256 of a state dict's names, dtypes, shapes and values: the same weights give the
+    same hash whatever the file format (``.pt``, ``.bin``, ``.safetensors``)."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        value = state[key]
+        if not isinstance(value, torch.Tensor):
+            continue
+        t = value.detach().cpu().contiguous()
+        digest.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def backbone_record(model: CLIP) -> dict:
-    """{"name", "file", "config", "sha256"} of a model from ``load_clip`` (sha256 None otherwise)."""
-    file = getattr(model, "dpl_checkpoint", "")
-    return {"name": getattr(model, "dpl_backbone", ""), "file": file,
-            "config": getattr(model, "dpl_config", ""),
-            "sha256": file_sha256(file) if file and os.path.isfile(file) else None}
+    """{"name", "file", "config", "sha256"} of a model from ``load_clip`` (the weights' hash; None
+    for a model built otherwise)."""
+    return {"name": getattr(model, "dpl_backbone", ""), "file": getattr(model, "dpl_checkpoint", ""),
+            "config": getattr(model, "dpl_config", ""), "sha256": getattr(model, "dpl_sha256", None)}
 
 
 def save_openai_checkpoint(model: CLIP, file: str) -> None:
