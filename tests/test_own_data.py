@@ -151,3 +151,18 @@ def test_protocol_scripts_accept_imagefolder_and_csv():
         out = subprocess.run(["bash", "-c", f'source scripts/dpl/_lib.sh; is_dataset {name} && echo yes'],
                              cwd=REPO, capture_output=True, text=True)
         assert out.stdout.strip() == "yes", out.stderr
+
+
+def test_export_imagefolder_round_trips_a_registered_dataset(tmp_path):
+    """tools/export_imagefolder.py writes a dataset's split as folders that ImageFolder reads back."""
+    from tests.helpers.dataset_fixtures import write_fixture
+    from tools import export_imagefolder
+
+    info = write_fixture("DescribableTextures", tmp_path / "data")
+    out = tmp_path / "as_folders"
+    counts = export_imagefolder.main(["--root", str(tmp_path / "data"), "--dataset",
+                                      "DescribableTextures", str(out)])
+    ds = load(out)
+    assert ds.classnames == info.classnames
+    assert (len(ds.train_x), len(ds.val), len(ds.test)) == (counts["train"], counts["val"], counts["test"])
+    assert counts == info.sizes
