@@ -121,3 +121,22 @@ def test_backbone_record_hash_refuses_an_artifact_from_another_checkpoint(files,
     check_backbone({"backbone": "t"}, other_record, "a.json")  # name-only (older) artifacts
     with pytest.raises(ArtifactError, match="sha256"):
         check_backbone({"backbone": record}, other_record, "a.json")
+
+
+def test_every_baseline_runs_on_an_open_clip_model(files):
+    from dpl.baselines.model import build_coop, build_ivlp, build_maple, build_zeroshot
+
+    model = load_clip("tiny-open-clip", files.bin, config=files.config)
+    names, images = ["cat", "dog", "fox"], torch.randn(2, 3, 40, 40)
+    zeroshot = build_zeroshot(model, names, "a photo of a {}.")
+    with torch.no_grad():
+        txt = torch.nn.functional.normalize(model.encode_text(open_clip.tokenize(
+            [f"a photo of a {n}." for n in names])), dim=-1)
+        img = torch.nn.functional.normalize(model.encode_image(images), dim=-1)
+        assert torch.allclose(zeroshot(images), model.logit_scale.exp() * img @ txt.t(), atol=1e-5)
+    for baseline in (build_coop(model, names, n_ctx=4), build_ivlp(model, names),
+                     build_maple(model, names, n_ctx=2, depth=2)):
+        logits = baseline(images)
+        assert logits.shape == (2, 3)
+        logits.logsumexp(dim=1).sum().backward()
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in baseline.prompt_parameters())
