@@ -156,9 +156,15 @@ def check_fits(art: Mapping, dims: Mapping, source: str) -> None:
             raise ArtifactError(
                 f"Prompt configuration {source} was searched for a model with {name} encoder "
                 f"{have['num_blocks']} blocks x width {have['width']} (backbone "
-                f"{art.get('backbone')!r}), but the loaded model has {want['num_blocks']} blocks x "
+                f"{backbone_name(art)!r}), but the loaded model has {want['num_blocks']} blocks x "
                 f"width {want['width']}. Use an artifact searched with this backbone."
             )
+
+
+def backbone_name(art: Mapping) -> str:
+    """The model name of an artifact's ``backbone`` (a record or, in older files, the name)."""
+    backbone = art.get("backbone")
+    return backbone.get("name", "") if isinstance(backbone, Mapping) else backbone
 
 
 def check_backbone(art: Mapping, backbone: Mapping, source: str) -> None:
