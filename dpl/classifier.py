@@ -153,8 +153,12 @@ def load_classifier(run_dir: str = "", *, config_file: str = "", checkpoint: str
     model = build_fixed_model(clip_model, list(classnames or info["classnames"]), text_lengths,
                               vision_lengths, text_input=info.get("text_input", "default"),
                               dataset_name=info.get("dataset", "")).to(device)
-    state = load_prompt_state(checkpoint or find_prompt_checkpoint(run_dir, epoch))
-    model.prompt_learner.load_state_dict(state, strict=True)
+    prompts = checkpoint or find_prompt_checkpoint(run_dir, epoch)
+    try:
+        model.prompt_learner.load_state_dict(load_prompt_state(prompts), strict=True)
+    except RuntimeError as exc:
+        raise ArtifactError(f"{prompts} does not hold the prompts of the configuration {config_file} "
+                            f"({' '.join(str(exc).split())[:200]}); give the files of one DPLTrain run.") from None
     pre = {**preprocess_of(clip_model), **info.get("input", {})}
     transform = eval_transform(pre["size"], pre["mean"], pre["std"], pre["interpolation"],
                                pre.get("normalize", True))

@@ -114,3 +114,13 @@ def test_tool_errors_are_one_line(pipeline, tmp_path, capsys):
         predict.main(["--run", str(tmp_path), str(tmp_path)])
     assert info.value.code == 2
     assert capsys.readouterr().err.startswith("predict.py: error: no images found")
+
+
+def test_search_run_folder_is_refused_with_a_clear_message(pipeline):
+    from dpl import load_classifier
+    from dpl.artifact import ArtifactError
+
+    with pytest.raises(ArtifactError, match="DPLTrain"):
+        load_classifier(pipeline["out"]["search"])
+    with pytest.raises(ArtifactError, match="does not hold the prompts"):
+        load_classifier(pipeline["out"]["search"], classnames=["a", "b"])
