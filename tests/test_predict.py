@@ -48,7 +48,7 @@ def test_runs_use_the_models_preprocessing_and_record_its_weights(pipeline):
     with open(os.path.join(pipeline["out"]["train"], "log.txt")) as fh:
         log = fh.read()
     assert ("Input preprocessing: size (40, 40), mean (0.5, 0.5, 0.5), std (0.25, 0.25, 0.25), "
-            "interpolation bilinear") in log
+            "interpolation bilinear (the model's)") in log
     with open(pipeline["artifact"]) as fh:
         backbone = json.load(fh)["backbone"]
     assert backbone["name"] == "my-tiny-vit" and len(backbone["sha256"]) == 64

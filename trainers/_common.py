@@ -48,7 +48,7 @@ def report_input(cfg, model_input: dict) -> None:
     """Log the preprocessing used and where it differs from what the model was trained with."""
     used = {"size": tuple(cfg.INPUT.SIZE), "mean": tuple(cfg.INPUT.PIXEL_MEAN),
             "std": tuple(cfg.INPUT.PIXEL_STD), "interpolation": cfg.INPUT.INTERPOLATION}
-    print("Input preprocessing: " + ", ".join(f"{k} {v}" for k, v in used.items()))
+    differ = []
     for key, value in used.items():
         want = model_input[key]
         if key in ("mean", "std"):
@@ -56,7 +56,9 @@ def report_input(cfg, model_input: dict) -> None:
         else:
             same = value == want
         if not same:
-            print(f"Note: input {key} {value} differs from the model's {want} (set on the command line?)")
+            differ.append(f"{key} {value} instead of the model's {want}")
+    where = "; ".join(differ) if differ else "the model's"
+    print("Input preprocessing: " + ", ".join(f"{k} {v}" for k, v in used.items()) + f" ({where})")
 
 
 class PromptStepMixin:
