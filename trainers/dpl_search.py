@@ -254,12 +254,34 @@ class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
                 print(f"Saved {png}")
 
 
+# What defines a search (config_hash): these subtrees / keys, minus the exclusions below.
+HASHED_KEYS = ("SEED", "DATASET", "INPUT", "DATALOADER", "OPTIM", "MODEL.BACKBONE.NAME",
+               "TRAINER.NAME", "TRAINER.DPL.PREC", "TRAINER.DPL.SEARCH")
+UNHASHED_KEYS = ("DATASET.ROOT", "DATALOADER.NUM_WORKERS", "TRAINER.DPL.SEARCH.PLOT")
+
+
 def config_hash(cfg) -> str:
-    """Hash of the settings that define a search (paths and output locations excluded)."""
-    c = cfg.clone()
-    c.defrost()
-    c.OUTPUT_DIR = ""
-    c.RESUME = ""
-    c.DATASET.ROOT = ""
-    c.MODEL.BACKBONE.PATH = ""
-    return hashlib.sha256(c.dump().encode()).hexdigest()[:16]
+    """16 hex digits over the settings that define a search (HASHED_KEYS: data, shots, seed,
+    transforms, batch sizes, optimizer and schedule, backbone, precision, TRAINER.DPL.SEARCH.*).
+
+    Paths, workers, printing, plotting, devices and output locations are left out, so two runs of
+    the same search on other machines or folders carry the same hash.
+    """
+    flat = {}
+
+    def walk(node, path):
+        if path in UNHASHED_KEYS:
+            return
+        if isinstance(node, dict):
+            for key in node:
+                walk(node[key], f"{path}.{key}" if path else key)
+        else:
+            flat[path] = list(node) if isinstance(node, tuple) else node
+
+    for key in HASHED_KEYS:
+        node = cfg
+        for part in key.split("."):
+            node = node[part]
+        walk(node, key)
+    text = json.dumps(flat, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
