@@ -204,3 +204,40 @@ def test_unseeded_search_resumes_with_the_same_alpha_batches(data_root, tiny_cli
     run_killed_after_first_epoch(monkeypatch, DPLSearch, argv + opts)
     run_train(argv + opts)
     assert len(seeds) == 2 and seeds[0] == seeds[1]  # epoch 1 (first run), epoch 2 (resumed run)
+
+
+def test_alpha_is_saved_once_and_the_batch_seed_is_trainer_state(search_run):
+    out, art_path = search_run
+    prompts = torch.load(out / "prompt_learner" / "model.pth.tar-2", weights_only=True)
+    alpha = torch.load(out / "alpha" / "model.pth.tar-2", weights_only=True)
+    assert prompts["state_dict"] and not any("alpha" in k for k in prompts["state_dict"])
+    assert set(alpha["state_dict"]) == {"text", "vision"}  # no tensor buffer for the seed
+    assert alpha["trainer_state"]["alpha_batch_seed"] == 1  # SEED 1
+    art = load_artifact(art_path)
+    assert torch.allclose(alpha["state_dict"]["text"], torch.tensor(art["text"]["alpha"]))
+
+
+def test_search_checkpoint_of_the_older_layout_still_resumes(search_run, data_root, tiny_clip_path,
+                                                             tmp_path, monkeypatch):
+    """Older versions saved α in prompt_learner/ too and the seed as an alpha/ buffer."""
+    from trainers.dpl_search import DPLSearch
+
+    _, reference = search_run
+    out = tmp_path / "old"
+    run_killed_after_first_epoch(monkeypatch, DPLSearch,
+                                 train_args("DPLSearch", "vit_b16", "dtd", data_root, out)
+                                 + tiny_opts(tiny_clip_path))
+    prompt_file, alpha_file = out / "prompt_learner" / "model.pth.tar-1", out / "alpha" / "model.pth.tar-1"
+    prompts, alpha = (torch.load(f, weights_only=True) for f in (prompt_file, alpha_file))
+    seed = alpha.pop("trainer_state")["alpha_batch_seed"]
+    prompts.pop("trainer_state")
+    prompts["state_dict"].update({"text.alpha": alpha["state_dict"]["text"],
+                                  "vision.alpha": alpha["state_dict"]["vision"]})
+    alpha["state_dict"]["batch_seed"] = torch.tensor(seed)
+    torch.save(prompts, prompt_file)
+    torch.save(alpha, alpha_file)
+    resumed = search(data_root, out, tiny_clip_path)
+    a, b = json.load(open(reference)), json.load(open(resumed))
+    for x in (a, b):
+        x["provenance"].pop("created")
+    assert a == b

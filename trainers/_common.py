@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from dassl.metrics import compute_accuracy
 from dassl.utils import load_checkpoint
 from dpl.clip_loader import PRECISIONS, load_clip
+from dpl.precision import autocast, grad_scaler, scaled_step
 
 
 
@@ -43,40 +44,47 @@ def clip_from_cfg(cfg, section: str, device):
 
 
 class PromptStepMixin:
-    """One training step on the prompts: cross-entropy (+ optional extra terms), fp32 or AMP.
+    """One training step on the prompts: cross-entropy (+ optional extra terms) at the trainer's
+    precision (dpl/precision.py: fp32, fp16, amp with a GradScaler, bf16 autocast).
 
-    Needs ``self.model``, ``self.optim`` and ``self.scaler`` (a GradScaler for PREC amp, else None).
+    Needs ``self.model``, ``self.optim`` and ``self.scaler = self.make_scaler(prec)``, which also
+    selects the autocast of the forward pass. The scaler's state is checkpointed (trainer_state).
     """
 
     def make_scaler(self, prec: str):
-        return torch.amp.GradScaler(self.device.type) if prec == "amp" else None
+        """A GradScaler for PREC amp, else None; remembers ``prec`` for ``prompt_step``."""
+        self.step_precision = prec
+        return grad_scaler(prec, self.device.type)
 
     def prompt_step(self, image, label, extra_loss=None) -> dict:
         """``extra_loss(logits, image) -> (loss_term, summary_dict)`` is added to the CE loss."""
-
-        def compute():
+        with autocast(getattr(self, "step_precision", "fp32"), self.device.type):
             logits = self.model(image)
             loss, summary = F.cross_entropy(logits, label), {}
             if extra_loss is not None:
                 term, summary = extra_loss(logits, image)
                 loss = loss + term
-            return logits, loss, summary
-
-        if self.scaler is not None:
-            with torch.autocast(device_type=self.device.type):
-                logits, loss, summary = compute()
+        if self.scaler is None:
+            self.model_backward_and_update(loss)
+        else:
             self.optim.zero_grad()
             self.detect_anomaly(loss)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optim)
-            self.scaler.update()
-        else:
-            logits, loss, summary = compute()
-            self.model_backward_and_update(loss)
+            scaled_step(loss, self.optim, self.scaler)
         out = {"loss": loss.item(), "acc": compute_accuracy(logits, label)[0].item(), **summary}
         if (self.batch_idx + 1) == self.num_batches:
             self.update_lr()
         return out
+
+    def trainer_state(self):
+        state = super().trainer_state()
+        if getattr(self, "scaler", None) is not None:
+            state["grad_scaler"] = self.scaler.state_dict()
+        return state
+
+    def load_trainer_state(self, state):
+        super().load_trainer_state(state)
+        if getattr(self, "scaler", None) is not None and "grad_scaler" in state:
+            self.scaler.load_state_dict(state["grad_scaler"])
 
 
 class CachedTextEvalMixin:
