@@ -241,3 +241,52 @@ def test_search_checkpoint_of_the_older_layout_still_resumes(search_run, data_ro
     for x in (a, b):
         x["provenance"].pop("created")
     assert a == b
+
+
+def _real_dassl_warmup_load(self, state_dict):
+    """What the real Dassl's warm-up scheduler does on load: its successor becomes an unpickled
+    copy, bound to a copy of the optimizer, so stepping it no longer changes the live LR."""
+    import copy
+
+    state = dict(state_dict)
+    successor_state = state.pop("successor")
+    self.__dict__.update(state)
+    self.successor = copy.deepcopy(self.successor)  # deep-copies the optimizer it drives too
+    self.successor.load_state_dict(successor_state)
+
+
+@pytest.mark.parametrize("trainer", ["DPLTrain", "CoOp"])
+def test_resume_on_an_engine_with_a_stale_warmup_successor_keeps_the_schedule(
+        data_root, tiny_clip_path, tmp_path, monkeypatch, trainer):
+    """Killed after epoch 1 of 4 and resumed on an engine whose warm-up scheduler restores a stale
+    successor (the real Dassl): same LR per epoch and same prompts as an uninterrupted run."""
+    from dassl.optim.lr_scheduler import _BaseWarmupScheduler
+    from trainers.coop import CoOp
+    from trainers.dpl_train import DPLTrain
+
+    cls = {"DPLTrain": DPLTrain, "CoOp": CoOp}[trainer]
+    monkeypatch.setattr(_BaseWarmupScheduler, "load_state_dict", _real_dassl_warmup_load)
+    lrs = []
+    before_epoch = cls.before_epoch
+
+    def record_lr(self):
+        before_epoch(self)
+        lrs.append((self.epoch, self.get_current_lr()))
+
+    monkeypatch.setattr(cls, "before_epoch", record_lr)
+    config = "vit_b16" if trainer == "DPLTrain" else "vit_b16_ep50"
+    opts = tiny_opts(tiny_clip_path, epochs=4) + ["TRAIN.CHECKPOINT_FREQ", "1"]
+    if trainer == "DPLTrain":
+        opts += ["TRAINER.DPL.MANUAL.TEXT_LENGTH", "2", "TRAINER.DPL.MANUAL.VISION_LENGTH", "2"]
+    else:
+        opts += ["TRAINER.COOP.PREC", "fp32"]
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    run_train(train_args(trainer, config, "dtd", data_root, whole) + opts)
+    whole_lrs, lrs[:] = list(lrs), []
+    run_killed_after_first_epoch(monkeypatch, cls, train_args(trainer, config, "dtd", data_root, parts)
+                                 + opts)
+    run_train(train_args(trainer, config, "dtd", data_root, parts) + opts)
+    assert lrs == whole_lrs and len({lr for _, lr in lrs}) == 4
+    a, b = (torch.load(d / "prompt_learner" / "model.pth.tar-4", weights_only=True)["state_dict"]
+            for d in (whole, parts))
+    assert all(torch.equal(v, b[k]) for k, v in a.items())

@@ -143,6 +143,40 @@ class PromptCheckpointMixin:
             for name in self.get_model_names():
                 prune_checkpoints(os.path.join(self.output_dir, name), keep)
 
+    def before_train(self):
+        super().before_train()  # resumes: self.start_epoch = the saved epoch
+        if self.start_epoch > 0:
+            rebuild_lr_schedulers(self, self.start_epoch)
+
+
+def rebuild_lr_schedulers(trainer, epoch: int) -> None:
+    """Replace each registered LR scheduler by a fresh one from ``cfg.OPTIM``, stepped ``epoch``
+    times (once per finished epoch, as the trainers step it), driving the live optimizer.
+
+    The real Dassl's warm-up scheduler restores a pickled copy of its successor that is bound to a
+    stale copy of the optimizer, so after a resume the LR stayed frozen at its value from the kill.
+    A schedule is a pure function of the epoch, so rebuilding it gives the uninterrupted run's LRs
+    on either engine.
+    """
+    import warnings
+
+    from dassl.optim import build_lr_scheduler
+
+    for name in trainer.get_model_names():
+        old, optim = trainer._scheds[name], trainer._optims[name]
+        if old is None or optim is None:
+            continue
+        for group in optim.param_groups:  # the state a fresh optimizer starts the schedule from
+            group["lr"] = group.get("initial_lr", group["lr"])
+        sched = build_lr_scheduler(optim, trainer.cfg.OPTIM)
+        with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": intended
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(epoch):
+                sched.step()
+        trainer._scheds[name] = sched
+        if getattr(trainer, "sched", None) is old:
+            trainer.sched = sched
+
 
 def prune_checkpoints(folder: str, keep: int) -> None:
     """Delete all but the ``keep`` newest ``model.pth.tar-N`` files of one model folder.
