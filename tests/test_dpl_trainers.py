@@ -290,3 +290,28 @@ def test_resume_on_an_engine_with_a_stale_warmup_successor_keeps_the_schedule(
     a, b = (torch.load(d / "prompt_learner" / "model.pth.tar-4", weights_only=True)["state_dict"]
             for d in (whole, parts))
     assert all(torch.equal(v, b[k]) for k, v in a.items())
+
+
+def test_best_val_run_resumed_keeps_the_same_best_model(data_root, tiny_clip_path, tmp_path,
+                                                        monkeypatch):
+    """TEST.FINAL_MODEL best_val, val results 50/40/45: killed after epoch 1 and resumed, the
+    best model is still epoch 1's (it used to become epoch 2's, the first after the resume)."""
+    from trainers.dpl_train import DPLTrain
+
+    real_test = DPLTrain.test
+
+    def scripted_test(self, split=None):
+        return {0: 50.0, 1: 40.0, 2: 45.0}[self.epoch] if split == "val" else real_test(self, split)
+
+    monkeypatch.setattr(DPLTrain, "test", scripted_test)
+    opts = (tiny_opts(tiny_clip_path, epochs=3)
+            + ["TEST.FINAL_MODEL", "best_val", "TRAINER.DPL.MANUAL.TEXT_LENGTH", "2"])
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    run_train(train_args("DPLTrain", "vit_b16", "dtd", data_root, whole) + opts)
+    run_killed_after_first_epoch(monkeypatch, DPLTrain,
+                                 train_args("DPLTrain", "vit_b16", "dtd", data_root, parts) + opts)
+    run_train(train_args("DPLTrain", "vit_b16", "dtd", data_root, parts) + opts)
+    a, b = (torch.load(d / "prompt_learner" / "model-best.pth.tar", weights_only=True)
+            for d in (whole, parts))
+    assert a["epoch"] == b["epoch"] == 1 and b["val_result"] == 50.0
+    assert all(torch.equal(v, b["state_dict"][k]) for k, v in a["state_dict"].items())
