@@ -52,30 +52,34 @@ def test_search_writes_valid_artifact_history_and_plots(search_run):
     assert "Finish training" in log and "* accuracy:" in log
 
 
+def search_killed_after_first_epoch(root, out, clip_path, monkeypatch):
+    from trainers.dpl_search import DPLSearch
+
+    run_killed_after_first_epoch(monkeypatch, DPLSearch,
+                                 train_args("DPLSearch", "vit_b16", "dtd", root, out)
+                                 + tiny_opts(clip_path))
+
+
+def assert_same_artifact(first, second):
+    """Two prompt_config.json files are equal apart from their creation time."""
+    a, b = json.load(open(first)), json.load(open(second))
+    for x in (a, b):
+        x["provenance"].pop("created")
+    assert a == b
+
+
 def test_same_seed_gives_identical_artifact(search_run, data_root, tiny_clip_path, tmp_path):
     _, first = search_run
-    second = search(data_root, tmp_path / "again", tiny_clip_path)
-    a, b = json.load(open(first)), json.load(open(second))
-    a["provenance"].pop("created")
-    b["provenance"].pop("created")
-    assert a == b
+    assert_same_artifact(first, search(data_root, tmp_path / "again", tiny_clip_path))
 
 
 def test_interrupted_search_resumes_to_the_same_artifact(search_run, data_root, tiny_clip_path,
                                                          tmp_path, monkeypatch):
-    from trainers.dpl_search import DPLSearch
-
     _, reference = search_run
     out = tmp_path / "killed"
-    run_killed_after_first_epoch(monkeypatch, DPLSearch,
-                                 train_args("DPLSearch", "vit_b16", "dtd", data_root, out)
-                                 + tiny_opts(tiny_clip_path))
+    search_killed_after_first_epoch(data_root, out, tiny_clip_path, monkeypatch)
     assert not os.path.exists(out / "prompt_config.json")
-    resumed = search(data_root, out, tiny_clip_path)
-    a, b = json.load(open(reference)), json.load(open(resumed))
-    for x in (a, b):
-        x["provenance"].pop("created")
-    assert a == b
+    assert_same_artifact(reference, search(data_root, out, tiny_clip_path))
 
 
 def test_train_on_artifact_then_eval_only_reproduces(search_run, data_root, tiny_clip_path, tmp_path):
@@ -220,13 +224,9 @@ def test_alpha_is_saved_once_and_the_batch_seed_is_trainer_state(search_run):
 def test_search_checkpoint_of_the_older_layout_still_resumes(search_run, data_root, tiny_clip_path,
                                                              tmp_path, monkeypatch):
     """Older versions saved α in prompt_learner/ too and the seed as an alpha/ buffer."""
-    from trainers.dpl_search import DPLSearch
-
     _, reference = search_run
     out = tmp_path / "old"
-    run_killed_after_first_epoch(monkeypatch, DPLSearch,
-                                 train_args("DPLSearch", "vit_b16", "dtd", data_root, out)
-                                 + tiny_opts(tiny_clip_path))
+    search_killed_after_first_epoch(data_root, out, tiny_clip_path, monkeypatch)
     prompt_file, alpha_file = out / "prompt_learner" / "model.pth.tar-1", out / "alpha" / "model.pth.tar-1"
     prompts, alpha = (torch.load(f, weights_only=True) for f in (prompt_file, alpha_file))
     seed = alpha.pop("trainer_state")["alpha_batch_seed"]
@@ -236,11 +236,7 @@ def test_search_checkpoint_of_the_older_layout_still_resumes(search_run, data_ro
     alpha["state_dict"]["batch_seed"] = torch.tensor(seed)
     torch.save(prompts, prompt_file)
     torch.save(alpha, alpha_file)
-    resumed = search(data_root, out, tiny_clip_path)
-    a, b = json.load(open(reference)), json.load(open(resumed))
-    for x in (a, b):
-        x["provenance"].pop("created")
-    assert a == b
+    assert_same_artifact(reference, search(data_root, out, tiny_clip_path))
 
 
 def _real_dassl_warmup_load(self, state_dict):

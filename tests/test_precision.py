@@ -103,22 +103,16 @@ def test_amp_search_still_stops_on_a_nan_loss(clip_model):
 
 def test_amp_search_run_names_epoch_and_batch_of_a_nan_loss(data_root, tiny_clip_path, tmp_path,
                                                              monkeypatch, capsys):
-    from dpl.model import DPLCLIP
+    """PREC amp: NaN images from epoch 2 on stop the run with the epoch and batch named."""
     from trainers.dpl_search import DPLSearch
 
-    forward, before_epoch = DPLCLIP.forward, DPLSearch.before_epoch
-    poisoned = {"on": False}
+    parse = DPLSearch.parse_batch_train
 
-    def poison_from_epoch_2(self):
-        before_epoch(self)
-        poisoned["on"] = self.epoch >= 1
+    def nan_images_from_epoch_2(self, batch):
+        images, labels = parse(self, batch)
+        return (images * float("nan") if self.epoch >= 1 else images), labels
 
-    def nan_forward(self, *args, **kwargs):
-        logits = forward(self, *args, **kwargs)
-        return logits * float("nan") if poisoned["on"] else logits
-
-    monkeypatch.setattr(DPLSearch, "before_epoch", poison_from_epoch_2)
-    monkeypatch.setattr(DPLCLIP, "forward", nan_forward)
+    monkeypatch.setattr(DPLSearch, "parse_batch_train", nan_images_from_epoch_2)
     monkeypatch.delenv("DPL_DEBUG", raising=False)
     with pytest.raises(SystemExit):
         run_train(train_args("DPLSearch", "vit_b16", "dtd", data_root, tmp_path / "nan")
