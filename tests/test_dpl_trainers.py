@@ -311,3 +311,22 @@ def test_best_val_run_resumed_keeps_the_same_best_model(data_root, tiny_clip_pat
             for d in (whole, parts))
     assert a["epoch"] == b["epoch"] == 1 and b["val_result"] == 50.0
     assert all(torch.equal(v, b["state_dict"][k]) for k, v in a["state_dict"].items())
+
+
+def test_early_stop_ends_the_search_through_the_engine(data_root, tiny_clip_path, tmp_path,
+                                                       monkeypatch, capsys):
+    """PATIENCE 1 and a configuration that never changes: the engine's loop ends after epoch 2 of
+    4 (DPLSearch has no loop of its own); re-running the finished search runs no epoch."""
+    from dpl.search import AlphaHistory
+
+    monkeypatch.setattr(AlphaHistory, "unchanged_epochs", lambda self: len(self.records) - 1)
+    out = tmp_path / "early"
+    opts = ["TRAINER.DPL.SEARCH.PATIENCE", "1", "TRAIN.CHECKPOINT_FREQ", "1"]
+    art = load_artifact(search(data_root, out, tiny_clip_path, epochs=4, extra_opts=opts))
+    assert art["provenance"]["early_stopped"] is True and art["provenance"]["epochs_run"] == 2
+    assert sorted(os.listdir(out / "alpha")) == ["checkpoint", "model.pth.tar-2"]
+    first = capsys.readouterr().out
+    assert "epoch [2/4]" in first and "epoch [3/4]" not in first and "Early stop" in first
+    search(data_root, out, tiny_clip_path, epochs=4, extra_opts=opts)
+    again = capsys.readouterr().out
+    assert "epoch [" not in again and "Prompt configuration saved" in again
