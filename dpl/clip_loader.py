@@ -48,7 +48,7 @@ OPENAI_FILENAMES = {
     "ViT-L/14@336px": "ViT-L-14-336px.pt",
 }
 
-PRECISIONS = ("fp32", "fp16", "amp")
+PRECISIONS = ("fp32", "fp16", "amp", "bf16")  # dpl/precision.py says what each means
 
 
 # OpenAI's preprocessing (also open_clip's default): bicubic resize, these constants.
@@ -163,7 +163,8 @@ def load_clip(
 
     backbone: an OpenAI name (``ViT-B/16``), an open_clip name (``ViT-B-16``) or any name with
     ``path`` (and, for an open_clip architecture it does not list, ``config``: a model-config JSON).
-    precision: "fp32" and "amp" keep fp32 weights; "fp16" casts matmul weights to half (CUDA only).
+    precision: "fp32", "amp" and "bf16" keep fp32 weights (the last two autocast the forward pass);
+    "fp16" casts matmul weights to half (CUDA only).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
