@@ -166,3 +166,15 @@ def test_export_imagefolder_round_trips_a_registered_dataset(tmp_path):
     assert ds.classnames == info.classnames
     assert (len(ds.train_x), len(ds.val), len(ds.test)) == (counts["train"], counts["val"], counts["test"])
     assert counts == info.sizes
+
+
+def test_train_py_reports_a_dataset_mistake_in_one_line(tmp_path, capsys):
+    from tests.helpers.runs import run_train, train_args
+
+    root = make_imagefolder(tmp_path / "d")
+    os.makedirs(os.path.join(root, "test", "zebra"))  # an empty class folder
+    with pytest.raises(SystemExit) as info:
+        run_train(train_args("DPLTrain", "vit_b16", "imagefolder", root, tmp_path / "out"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 2 and len(err) == 1
+    assert err[0].startswith("train.py: error: Class folder") and "test/zebra" in err[0]
