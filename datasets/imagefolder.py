@@ -94,12 +94,18 @@ def split_off(items: List[str], fractions: Sequence[float], rng: random.Random) 
 class OwnDataset(CoOpDataset):
     """A user's dataset: a subclass lists its images per given split (``list_images``)."""
 
-    split_name = ""     # split_zhou_<split_name>.json in ``split_dir``
+    split_name = ""     # split_zhou_<split_name>.json in the dataset folder
     where_train = ""    # how the train listing is called in messages (e.g. "train/")
 
     def __init__(self, cfg):
         self.val_fraction = float(getattr(cfg.DATASET, "VAL_FRACTION", 0.2))
         self.test_fraction = float(getattr(cfg.DATASET, "TEST_FRACTION", 0.2))
+        if not (0 < self.val_fraction < 1 and 0 < self.test_fraction < 1
+                and self.val_fraction + self.test_fraction < 1):
+            raise ValueError(
+                f"DATASET.VAL_FRACTION {self.val_fraction} and DATASET.TEST_FRACTION {self.test_fraction} "
+                "must each lie in (0, 1) and sum to less than 1; e.g. pass DATASET.VAL_FRACTION 0.2."
+            )
         super().__init__(cfg)
 
     # -- what a subclass provides ------------------------------------------------------------------

@@ -105,6 +105,11 @@ def test_imagefolder_errors_name_the_problem(tmp_path, damage, error, words):
     assert all(w in str(info.value) for w in words), str(info.value)
 
 
+def test_split_fractions_are_checked(tmp_path):
+    with pytest.raises(ValueError, match="DATASET.VAL_FRACTION 0.6 and DATASET.TEST_FRACTION 0.5"):
+        load(make_imagefolder(tmp_path / "d"), VAL_FRACTION=0.6, TEST_FRACTION=0.5)
+
+
 def test_fewer_images_than_num_shots_says_how_many(tmp_path):
     root = make_imagefolder(tmp_path / "d", n_train=5)  # 5 -> 1 test, 1 val, 3 train per class
     with pytest.raises(DatasetFormatError, match=r"NUM_SHOTS is 4.*only 3 training image"):
