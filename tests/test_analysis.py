@@ -65,7 +65,9 @@ def test_evolution_plot_has_one_panel_per_run_and_epoch(tmp_path, monkeypatch):
     original = dpl.plots.save_figure
 
     def spy(fig, path):
-        figures.append([ax.get_title() for ax in fig.axes if ax.images])  # heatmaps, not colorbar
+        heatmaps = [ax for ax in fig.axes if ax.images]  # not the colour bar
+        figures.append(([ax.get_title() for ax in heatmaps], [ax.get_ylabel() for ax in heatmaps],
+                        fig.get_suptitle()))
         return original(fig, path)
 
     monkeypatch.setattr(dpl.plots, "save_figure", spy)
@@ -74,17 +76,19 @@ def test_evolution_plot_has_one_panel_per_run_and_epoch(tmp_path, monkeypatch):
                      "--branch", "vision", "--out", str(out)])
     with Image.open(out) as png:
         assert png.format == "PNG" and png.width > 300
-    (titles,) = figures
+    ((titles, ylabels, suptitle),) = figures
     assert len(titles) == 2 * 3
-    assert titles[0] == "caltech101 — vision — epoch 1"
-    assert titles[2] == "caltech101 — vision — epoch 5"
-    assert titles[5] == "dtd — vision — epoch 3"  # epoch 5 clipped to the run's last
+    assert titles[:3] == ["epoch 1", "epoch 2", "epoch 5"]       # column headers
+    assert titles[3:] == ["", "", "epoch 3 (last)"]              # epoch 5 clipped to dtd's last
+    assert ylabels[0] == "caltech101\nblock" and ylabels[3] == "dtd\nblock"  # row headers
+    assert "image encoder" in suptitle
 
 
-def test_evolution_of_a_missing_history_is_a_clear_error(tmp_path):
+def test_evolution_of_a_missing_history_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as err:
         plot_alpha.main(["--evolution", str(tmp_path), "--out", str(tmp_path / "x.png")])
-    assert "alpha_history.json does not exist" in str(err.value)
+    assert err.value.code == 2
+    assert "alpha_history.json does not exist" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------------------------
@@ -231,7 +235,7 @@ def test_gradcam_cli_writes_side_by_side_png(saved_run, data_root, tiny_clip_pat
                   "--run", "DPL", dpl_run, "--run", "MaPLe", maple_run, "--out", str(png)])
     with Image.open(png) as img:
         assert img.format == "PNG"
-    assert figures == [2 * 4]  # 2 images x (image, CLIP, DPL, MaPLe)
+    assert figures == [2 * 4 + 1]  # 2 images x (input, CLIP, DPL, MaPLe) + the colour bar
 
 
 def test_complexity_of_a_run_equals_its_configuration(saved_run, data_root, tiny_clip_path, clip):
@@ -347,11 +351,12 @@ def test_complexity_cli_table_json_and_plot(clip, dims, tiny_clip_path, tmp_path
     assert "caltech101" in capsys.readouterr().out
 
 
-def test_complexity_cli_names_a_mismatched_artifact(dims, tiny_clip_path, tmp_path):
+def test_complexity_cli_names_a_mismatched_artifact(dims, tiny_clip_path, tmp_path, capsys):
     other = {"text": {"num_blocks": 12, "width": 512}, "vision": {"num_blocks": 12, "width": 768}}
     path = tmp_path / "vit_b16.json"
     save_artifact(str(path), fixed_artifact("ViT-B/16", other, [0] * 12, [0] * 12, {}))
     with pytest.raises(SystemExit) as err:
         complexity.main(["--backbone", "tiny", "--clip-checkpoint", str(tiny_clip_path),
                          "--artifacts", str(path)])
-    assert "vit_b16.json" in str(err.value) and "width 512" in str(err.value)
+    line = capsys.readouterr().err
+    assert err.value.code == 2 and "vit_b16.json" in line and "width 512" in line
