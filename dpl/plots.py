@@ -237,22 +237,24 @@ def convergence_figure(records: list, title: str = ""):
     epochs = [r["epoch"] for r in records]
     fig, (blocks_ax, tv_ax) = plt.subplots(1, 2, layout="constrained", figsize=(9, 4))
     styles = {"text": "-", "vision": ":"}
+    marker = "o" if len(epochs) <= 10 else None  # a short history is a few points, not lines
     for branch in BRANCHES:
-        blocks_ax.plot(epochs, [r[branch]["num_dominant"] for r in records], styles[branch],
-                       color="tab:blue")
-        blocks_ax.plot(epochs, [r[branch]["argmax_changes"] for r in records], styles[branch],
-                       color="tab:orange")
-        tv_ax.plot(epochs, [r[branch]["tv_distance"] for r in records], styles[branch],
-                   color="tab:red")
+        line = {"linestyle": styles[branch], "marker": marker, "markersize": 3}
+        blocks_ax.plot(epochs, [r[branch]["num_dominant"] for r in records], color="tab:blue",
+                       **line)
+        blocks_ax.plot(epochs, [r[branch]["argmax_changes"] for r in records], color="tab:orange",
+                       **line)
+        tv_ax.plot(epochs, [r[branch]["tv_distance"] for r in records], color="tab:red", **line)
     max_blocks = max(len(records[0][b]["probs"]) for b in BRANCHES)
     blocks_ax.set_ylim(-0.5, max_blocks + 0.5)
-    blocks_ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    blocks_ax.yaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     blocks_ax.set_ylabel("blocks")
     blocks_ax.set_title("dominant blocks and changed choices")
+    tv_ax.set_ylim(bottom=0.0)
     tv_ax.set_ylabel("mean TV distance to the previous epoch")
     tv_ax.set_title("change of softmax(α)")
     for ax in (blocks_ax, tv_ax):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ax.set_xlim(epochs[0] - 0.5, epochs[-1] + 0.5)
         ax.set_xlabel("epoch")
     handles = [Line2D([], [], color="tab:blue", label="blocks with a dominant option"),
@@ -262,7 +264,7 @@ def convergence_figure(records: list, title: str = ""):
                Line2D([], [], color="black", linestyle=styles["vision"], label=ENCODER["vision"])]
     fig.legend(handles=handles, loc="outside lower center", ncol=5)
     head = f"{title} — " if title else ""
-    fig.suptitle(f"{head}α convergence over {len(epochs)} epochs")
+    fig.suptitle(f"{head}α convergence over {len(epochs)} epoch{'s' if len(epochs) > 1 else ''}")
     return fig
 
 
