@@ -49,10 +49,14 @@ def styled(builder):
 
 
 def save_figure(fig, path: str) -> str:
-    """Write ``fig`` as a PNG atomically, then close it; returns ``path``."""
+    """Write ``fig`` as a PNG atomically, then close it; returns ``path``.
+
+    An OSError names ``path`` (not the temporary file written first)."""
     try:
         with atomic_open(path, "wb") as fh:
             fig.savefig(fh, format="png", dpi=150)
+    except OSError as err:
+        raise OSError(err.errno, err.strerror or str(err), path) from err
     finally:
         plt.close(fig)
     return path
@@ -93,8 +97,8 @@ def read_run(run_dir: str) -> RunInfo:
         options = {b: [int(o) for o in data[b]["options"]] for b in BRANCHES}
         prov = data.get("provenance") or {}
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"{art} is not a readable prompt configuration ({err!r}); restore it or "
-                         "move it away to plot without option lengths.") from None
+        raise ValueError(f"{art} is not a readable prompt configuration ({type(err).__name__}: "
+                         f"{err}); restore it, or move it away to plot without option lengths.") from None
     path_info = _path_info(run_dir)
     dataset = prov.get("dataset") or path_info.short
     parts = [dataset]

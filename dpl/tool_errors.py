@@ -36,8 +36,9 @@ def output_problem(path: str) -> Optional[str]:
     return None
 
 
-def os_error_line(err: OSError) -> str:
-    """One line for an OSError: the file it names, what went wrong, what to do."""
-    name = err.filename if err.filename is not None else "a file"
+def os_error_line(err: OSError, path: Optional[str] = None) -> str:
+    """One line for an OSError: the file (``path`` if given, else the one the error names), what
+    went wrong, what to do."""
+    name = path or (err.filename if err.filename is not None else "a file")
     return (f"cannot access {name}: {err.strerror or err}; check the path and its folder's "
             "permissions (outputs need a writable folder).")

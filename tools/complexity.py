@@ -271,7 +271,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--vision-lengths", nargs="+", type=int, help="manual row: per-block image lengths")
     p.add_argument("--uniform", nargs=2, type=int, action="append", default=[],
                    metavar=("LENGTH", "DEPTH"), help="row: LENGTH tokens in the first DEPTH blocks "
-                   "of both branches (-1 = all); repeatable")
+                   "of both branches (-1 = all; a deeper DEPTH is clamped and the row says so); "
+                   "repeatable")
     p.add_argument("--baseline", nargs="+", action="append", default=[],
                    metavar="NAME [CONFIG_FILE]", help=f"row: one of {sorted(BASELINES)} with an "
                    "optional trainer YAML; repeatable")
@@ -280,8 +281,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, help="classes, for CoOp with CSC True")
     p.add_argument("--run", nargs=2, action="append", default=[], metavar=("LABEL", "TRAIN_ARGS"),
                    help="row: a run's model, from train.py flags + opts in one quoted string")
-    p.add_argument("--plot", help="bar plot PNG across the rows")
-    p.add_argument("--json", help="write the rows as JSON")
+    p.add_argument("--plot", help="bar plot PNG across the rows (checked before measuring)")
+    p.add_argument("--json", help="write the rows as JSON (checked before measuring)")
     return p
 
 
@@ -341,17 +342,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     except _user_errors() as err:
         exit_error(PROG, str(err))
     print(table(rows, total_parameters(clip_model), reference))
-    try:
-        if args.json:
-            from dpl.io import atomic_write_json
+    if args.json:
+        from dpl.io import atomic_write_json
 
+        try:
             atomic_write_json(args.json, as_records(rows))
-            print(f"Saved {args.json}")
-        if args.plot:
-            title = args.random_init or args.backbone
-            print(f"Saved {plot_rows(rows, reference, args.plot, title)}")
-    except OSError as err:  # e.g. a folder made read-only or a disk filled since the check
-        exit_error(PROG, os_error_line(err))
+        except OSError as err:  # e.g. a folder made read-only or a disk filled since the check
+            exit_error(PROG, os_error_line(err, args.json))
+        print(f"Saved {args.json}")
+    if args.plot:
+        try:
+            print(f"Saved {plot_rows(rows, reference, args.plot, args.random_init or args.backbone)}")
+        except OSError as err:
+            exit_error(PROG, os_error_line(err))
     return 0
 
 

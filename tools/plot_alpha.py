@@ -75,13 +75,15 @@ def _run(argv) -> int:
         infos = [read_run(d) for d in args.run_dirs]
         labels = args.labels or distinct_labels(infos)
         if len(labels) != len(args.run_dirs):
-            p.error("--labels needs one label per run directory")
+            exit_error(PROG, f"--labels gives {len(labels)} labels for {len(args.run_dirs)} run "
+                       "directories; give one per directory.")
         runs = [(lab, read_history(history_path(d)), info.options[args.branch])
                 for lab, d, info in zip(labels, args.run_dirs, infos)]
         print(f"Saved {plot_evolution(runs, args.epochs, out, args.branch, args.scale or 'unit')}")
         return 0
     if args.out:
-        p.error("--out is for --evolution; the heatmap and convergence PNGs go into each RUN_DIR")
+        exit_error(PROG, f"--out {args.out} is for --evolution; the heatmap and convergence PNGs go "
+                   "into each RUN_DIR (drop --out, or add --evolution).")
     for run_dir in args.run_dirs:
         records = read_history(history_path(run_dir))
         info = read_run(run_dir)
