@@ -316,7 +316,8 @@ def evolution_figure(runs: Sequence[tuple], epochs: Sequence[int], branch: str =
     n_blocks = max(s[0] for s in shapes)
     n_opts = max(s[1] for s in shapes)
     n_rows, n_cols = len(runs), len(epochs)
-    same = len(shapes) == 1
+    # Panels share axes (ticks on the outer ones only) when every run has the same blocks and options.
+    same = len(shapes) == 1 and all(run[2] == runs[0][2] for run in runs)
     fig, axes = plt.subplots(n_rows, n_cols, layout="constrained", squeeze=False,
                              sharex=same, sharey=same,
                              figsize=(n_cols * max(1.9, 0.3 * n_opts + 0.5) + 1.8,

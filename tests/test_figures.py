@@ -295,3 +295,25 @@ def test_gradcam_figure(tmp_path, tiny_models, saved_figures):
     colorbars = [ax for ax in fig.axes if not ax.images]
     assert len(colorbars) == 1 and "Grad-CAM" in colorbars[0].get_ylabel()
     assert "image block 1 of 0–1" in fig.get_suptitle()          # tiny CLIP: 2 image blocks
+
+
+def test_small_search_figures_are_readable_too():
+    """A 2-epoch search on a model with 3 text and 2 image blocks and 4 options (the tiny CLIP)."""
+    options = [0, 2, 4, 6]
+    history = AlphaHistory({"text": options, "vision": options}, 0.5)
+    gen = torch.Generator().manual_seed(0)
+    with single_thread():
+        for epoch in (1, 2):
+            history.add(epoch, {"text": 1e-2 * torch.randn(3, 4, generator=gen),
+                                "vision": 1e-2 * torch.randn(2, 4, generator=gen)})
+    records, branch_options = history.records, {"text": options, "vision": options}
+    heatmap = dpl.plots.heatmap_figure(records, branch_options, title="dtd · 1 shots · seed 1")
+    assert_readable(heatmap)
+    assert [outlined_lengths(ax) for ax in heatmap_axes(heatmap)] == \
+        [records[-1]["text"]["lengths"], records[-1]["vision"]["lengths"]]
+    convergence = dpl.plots.convergence_figure(records, "dtd")
+    assert_readable(convergence)
+    assert_whole_number_ticks(convergence)
+    for branch in ("text", "vision"):
+        assert_readable(dpl.plots.evolution_figure([("dtd", records, options), ("x", records, None)],
+                                                   [1, 2], branch))
