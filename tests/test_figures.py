@@ -294,7 +294,7 @@ def test_gradcam_figure(tmp_path, tiny_models, saved_figures):
     assert panels[5].get_ylabel() == "SR-20"                       # row header: the class
     colorbars = [ax for ax in fig.axes if not ax.images]
     assert len(colorbars) == 1 and "Grad-CAM" in colorbars[0].get_ylabel()
-    assert "image block 1 of 0–1" in fig.get_suptitle()          # tiny CLIP: 2 image blocks
+    assert "image block 1 (blocks 0–1)" in fig.get_suptitle()          # tiny CLIP: 2 image blocks
 
 
 def test_small_search_figures_are_readable_too():

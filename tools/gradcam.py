@@ -128,7 +128,7 @@ def render(columns: Sequence[Column], images: Sequence[tuple], out: str,
     where = [mapped_block(c.model, block) for c in columns]  # (k, number of blocks) per model
     if len(set(where)) == 1:
         labels = [c.label for c in columns]
-        mapped = f"tokens entering image block {where[0][0]} of 0–{where[0][1] - 1}"
+        mapped = f"tokens entering image block {where[0][0]} (blocks 0–{where[0][1] - 1})"
     else:
         labels = [f"{c.label} (block {k})" for c, (k, _) in zip(columns, where)]
         mapped = "tokens entering the image block named in each header"
