@@ -202,9 +202,9 @@ def gradcam_figure(rows: Sequence[Tuple[str, Sequence[Tuple[np.ndarray, np.ndarr
     """One row per image: the input, then one Grad-CAM overlay per model (as paper Fig. 3).
 
     rows: (class name, [(image (H, W, 3) in [0, 1], cam (H, W) in [0, 1]) per model]).
-    column_labels: one per model. mapped: which tokens the maps read, e.g. "tokens entering image
-    block 11 (blocks 0–11)" (shown in the title). Column headers on the first row, the class name as row
-    header, one colour bar for every map.
+    column_labels: one per model. mapped: which tokens the maps read, e.g. "tokens entering
+    image block 11 (blocks 0–11)" (shown in the title). Column headers on the first row, the
+    class name as row header, one colour bar for every map.
     """
     import textwrap
 

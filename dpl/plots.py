@@ -66,13 +66,14 @@ def save_figure(fig, path: str) -> str:
 # Inputs
 # ----------------------------------------------------------------------------------------------
 def read_history(path: str) -> list:
-    """The per-epoch records of ``alpha_history.json`` (ValueError naming ``path`` if unreadable)."""
+    """The per-epoch records of ``alpha_history.json`` (a ValueError names ``path``)."""
     try:
         with open(path, encoding="utf-8") as fh:
             records = json.load(fh)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path} is not valid JSON ({err}): the file is truncated or was edited; "
-                         "restore it, or re-run the search into a fresh output directory.") from None
+                         "restore it, or re-run the search into a fresh output directory."
+                         ) from None
     if not isinstance(records, list) or not records:
         raise ValueError(f"{path} holds no epochs; run the search for at least one epoch.")
     return records
@@ -98,7 +99,8 @@ def read_run(run_dir: str) -> RunInfo:
         prov = data.get("provenance") or {}
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{art} is not a readable prompt configuration ({type(err).__name__}: "
-                         f"{err}); restore it, or move it away to plot without option lengths.") from None
+                         f"{err}); restore it, or move it away to plot without option lengths."
+                         ) from None
     path_info = _path_info(run_dir)
     dataset = prov.get("dataset") or path_info.short
     parts = [dataset]
@@ -152,7 +154,8 @@ def color_norm(prob_tables: Sequence, scale: str) -> Normalize:
     return Normalize(low - pad, high + pad)
 
 
-def chosen_columns(probs: np.ndarray, options: Optional[Sequence[int]], lengths: Sequence[int]) -> list:
+def chosen_columns(probs: np.ndarray, options: Optional[Sequence[int]],
+                   lengths: Sequence[int]) -> list:
     """Column of the chosen option per block: the record's length when the options are known,
     else argmax softmax(α) (first maximum, as ``derive_lengths``)."""
     if options and all(n in options for n in lengths):
@@ -199,7 +202,7 @@ def chosen_legend(fig) -> None:
 @styled
 def heatmap_figure(records: list, options: dict, epoch: Optional[int] = None, title: str = "",
                    scale: str = "auto", values: bool = True):
-    """Blocks × options heatmaps of softmax(α), text and image encoder, at ``epoch`` (default: last).
+    """Blocks × options heatmaps of softmax(α) of both encoders at ``epoch`` (default: last).
 
     options: branch -> option lengths (or None). title: the run, e.g. ``RunInfo.label``.
     values: write each probability into its cell.
@@ -316,7 +319,7 @@ def evolution_figure(runs: Sequence[tuple], epochs: Sequence[int], branch: str =
     n_blocks = max(s[0] for s in shapes)
     n_opts = max(s[1] for s in shapes)
     n_rows, n_cols = len(runs), len(epochs)
-    # Panels share axes (ticks on the outer ones only) when every run has the same blocks and options.
+    # Panels share axes (ticks on outer panels only) when all runs have the same blocks and options.
     same = len(shapes) == 1 and all(run[2] == runs[0][2] for run in runs)
     fig, axes = plt.subplots(n_rows, n_cols, layout="constrained", squeeze=False,
                              sharex=same, sharey=same,

@@ -419,7 +419,8 @@ def test_plot_alpha_into_a_read_only_folder_is_one_line(tmp_path, capsys, monkey
 
 
 @pytest.mark.parametrize("flag", ["--json", "--plot"])
-def test_complexity_refuses_unwritable_outputs_before_measuring(tmp_path, capsys, monkeypatch, flag):
+def test_complexity_refuses_unwritable_outputs_before_measuring(tmp_path, capsys, monkeypatch,
+                                                                flag):
     monkeypatch.setattr(complexity, "load_backbone",
                         lambda *a: pytest.fail("measured before checking the outputs"))
     (tmp_path / "notes.txt").write_text("a file")

@@ -1,8 +1,9 @@
 """Figures a reader can put in a paper: rendered at paper scale (12 blocks x 7 options x 80 epochs,
 3 runs), no two visible texts overlap or leave the canvas, and each figure says what it shows.
 
-Every figure is taken from the tools' own entry points (``plot_alpha.main``, ``complexity.plot_rows``,
-``gradcam.render``) just before it is saved, so the layout tested is the one users get.
+Every figure is taken from the tools' own entry points (``plot_alpha.main``,
+``complexity.plot_rows``, ``gradcam.render``) just before it is saved, so the layout tested is the
+one users get.
 """
 import itertools
 import os
@@ -45,9 +46,10 @@ def _undrawn_tick_labels(fig) -> set:
         for axis, limits in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
             low, high = sorted(limits)
             eps = 1e-9 * max(1.0, abs(high - low))
+            drawn = ax.axison and axis.get_visible()
             for tick in axis.get_major_ticks() + axis.get_minor_ticks():
                 loc = tick.get_loc()
-                if not (ax.axison and axis.get_visible()) or loc is None or not low - eps <= loc <= high + eps:
+                if not drawn or loc is None or not low - eps <= loc <= high + eps:
                     hidden.update((id(tick.label1), id(tick.label2)))
             if not ax.axison:
                 hidden.update((id(axis.label), id(axis.offsetText)))
@@ -74,8 +76,9 @@ def assert_readable(fig) -> list:
     Returns the texts (for further checks)."""
     boxes = text_boxes(fig)
     canvas = fig.bbox
-    outside = [t for t, b in boxes if b.x0 < canvas.x0 - TOLERANCE_PX or b.y0 < canvas.y0 - TOLERANCE_PX
-               or b.x1 > canvas.x1 + TOLERANCE_PX or b.y1 > canvas.y1 + TOLERANCE_PX]
+    inside = canvas.padded(TOLERANCE_PX)
+    outside = [t for t, b in boxes if b.x0 < inside.x0 or b.y0 < inside.y0
+               or b.x1 > inside.x1 or b.y1 > inside.y1]
     assert not outside, f"texts cut off at the figure edge: {outside}"
     overlaps = [(a, b) for (a, box_a), (b, box_b) in itertools.combinations(boxes, 2)
                 if min(box_a.x1, box_b.x1) - max(box_a.x0, box_b.x0) > TOLERANCE_PX
@@ -132,7 +135,8 @@ def single_thread():
         torch.set_num_threads(threads)
 
 
-def write_search_run(run_dir, dataset: str, seed: int, epochs: int = EPOCHS, drift: float = 0.08) -> list:
+def write_search_run(run_dir, dataset: str, seed: int, epochs: int = EPOCHS,
+                     drift: float = 0.08) -> list:
     """A DPLSearch-like run: alpha_history.json (α drifting from 0 towards one option per block)
     and its prompt_config.json. Returns the records."""
     gen = torch.Generator().manual_seed(seed)
@@ -274,7 +278,8 @@ def tiny_models(tiny_clip_path):
     clip = load_clip("tiny", tiny_clip_path)
     torch.manual_seed(0)
     return [gradcam.Column(label, build_fixed_model(clip, ["x"], text, vision).eval())
-            for label, text, vision in (("CLIP", [0, 0, 0], [0, 0]), ("CoOp-like", [4, 0, 0], [0, 0]),
+            for label, text, vision in (("CLIP", [0, 0, 0], [0, 0]),
+                                        ("CoOp-like", [4, 0, 0], [0, 0]),
                                         ("MaPLe (2 ctx, depth 2)", [2, 2, 0], [2, 2]),
                                         ("DPL", [2, 0, 1], [1, 3]))]
 
@@ -283,7 +288,8 @@ def test_gradcam_figure(tmp_path, tiny_models, saved_figures):
     images = []
     for i, name in enumerate(("Boeing 737-800", "SR-20", "de Havilland DHC-6 Twin Otter")):
         images.append((str(tmp_path / f"{i}.png"), name))
-        Image.fromarray(np.random.default_rng(i).integers(0, 255, (40, 48, 3), np.uint8)).save(images[-1][0])
+        pixels = np.random.default_rng(i).integers(0, 255, (40, 48, 3), np.uint8)
+        Image.fromarray(pixels).save(images[-1][0])
     with single_thread():
         gradcam.render(tiny_models, images, str(tmp_path / "cam.png"), block=-1)
     (fig,) = saved_figures
@@ -315,5 +321,5 @@ def test_small_search_figures_are_readable_too():
     assert_readable(convergence)
     assert_whole_number_ticks(convergence)
     for branch in ("text", "vision"):
-        assert_readable(dpl.plots.evolution_figure([("dtd", records, options), ("x", records, None)],
-                                                   [1, 2], branch))
+        runs = [("dtd", records, options), ("x", records, None)]  # one run without options
+        assert_readable(dpl.plots.evolution_figure(runs, [1, 2], branch))

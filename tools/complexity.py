@@ -231,7 +231,8 @@ def _params_panel(ax, y, params, colors) -> None:
     positive = [p for p in params if p > 0]
     if positive:
         ax.set_xscale("log")
-        ax.set_xlim(10 ** math.floor(math.log10(min(positive))), 10 ** (math.log10(max(positive)) + 1.2))
+        decades = math.floor(math.log10(min(positive))), math.log10(max(positive)) + 1.2
+        ax.set_xlim(10 ** decades[0], 10 ** decades[1])  # headroom right of the bars for labels
     ax.barh(y, [p if p > 0 else float("nan") for p in params], color=colors)
     ax.set_xlabel("trainable parameters" + (" (log scale)" if positive else ""))
     _bar_labels(ax, y, params, [_short(p) for p in params])
@@ -300,7 +301,8 @@ def build_rows(args, clip_model, workdir: str) -> tuple:
         rows.append(dpl_row("manual", clip_model, text, vision, reference))
     for length, depth in args.uniform:
         text, vision = uniform_lengths(length, depth, dims)
-        rows.append(dpl_row(uniform_label(length, depth, dims), clip_model, text, vision, reference))
+        label = uniform_label(length, depth, dims)
+        rows.append(dpl_row(label, clip_model, text, vision, reference))
     for spec in args.baseline:
         rows.append(baseline_row(spec[0].lower(), spec[1] if len(spec) > 1 else "", args.opts,
                                  clip_model, reference, args.num_classes))
@@ -352,7 +354,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"Saved {args.json}")
     if args.plot:
         try:
-            print(f"Saved {plot_rows(rows, reference, args.plot, args.random_init or args.backbone)}")
+            title = args.random_init or args.backbone
+            print(f"Saved {plot_rows(rows, reference, args.plot, title)}")
         except OSError as err:
             exit_error(PROG, os_error_line(err))
     return 0

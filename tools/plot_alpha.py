@@ -59,7 +59,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", nargs="+", help="row labels for --evolution (default: the datasets)")
     p.add_argument("--scale", choices=SCALES,
                    help="colour scale (default: auto for the heatmap, unit for --evolution)")
-    p.add_argument("--no-values", action="store_true", help="heatmap without the value in each cell")
+    p.add_argument("--no-values", action="store_true",
+                   help="heatmap without the value in each cell")
     p.add_argument("--out", help="output PNG (--evolution; default alpha_evolution.png)")
     return p
 
@@ -82,13 +83,14 @@ def _run(argv) -> int:
         print(f"Saved {plot_evolution(runs, args.epochs, out, args.branch, args.scale or 'unit')}")
         return 0
     if args.out:
-        exit_error(PROG, f"--out {args.out} is for --evolution; the heatmap and convergence PNGs go "
-                   "into each RUN_DIR (drop --out, or add --evolution).")
+        exit_error(PROG, f"--out {args.out} is for --evolution; the heatmap and convergence PNGs "
+                   "go into each RUN_DIR (drop --out, or add --evolution).")
     for run_dir in args.run_dirs:
         records = read_history(history_path(run_dir))
         info = read_run(run_dir)
-        print("Saved", plot_heatmaps(records, info.options, os.path.join(run_dir, HEATMAP),
-                                     args.epoch, info.label, args.scale or "auto", not args.no_values))
+        heatmap = os.path.join(run_dir, HEATMAP)
+        print("Saved", plot_heatmaps(records, info.options, heatmap, args.epoch, info.label,
+                                     args.scale or "auto", not args.no_values))
         print("Saved", plot_convergence(records, os.path.join(run_dir, CONVERGENCE), info.label))
     return 0
 
