@@ -18,7 +18,6 @@ import argparse
 import difflib
 import errno
 import os
-import pickle
 import sys
 import tempfile
 
@@ -28,7 +27,8 @@ import yaml
 from dassl.config import get_cfg_default
 from dassl.data.datasets import DATASET_REGISTRY
 from dassl.engine import TRAINER_REGISTRY, build_trainer
-from dassl.utils import check_availability, collect_env_info, set_random_seed, setup_logger
+from dassl.utils import check_availability, collect_env_info, run_record, set_random_seed, setup_logger
+from user_errors import UserError
 
 
 def _skip_missing(err, names, what):
@@ -54,16 +54,6 @@ except ModuleNotFoundError as _err:
 
     def extend_cfg(cfg):
         return None
-
-try:
-    from dpl.clip_loader import CheckpointError
-except ImportError:  # dpl is optional for the engine itself
-    class CheckpointError(RuntimeError):
-        pass
-
-
-class UserError(Exception):
-    """A mistake in the command line or the config; reported as one line, exit code 2."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,7 +200,7 @@ def _check_name(what, where, name, registry):
     try:
         check_availability(name, registry.registered_names())
     except ValueError as err:
-        raise ValueError(f"unknown {what} {name!r} ({where}): {err}") from None
+        raise UserError(f"unknown {what} {name!r} ({where}): {err}") from None
 
 
 def _check_writable(directory):
@@ -269,6 +259,7 @@ def _run_logged(args, cfg):
     print("Collecting env info ...")
     print(f"** System info **\n{collect_env_info()}\n")
 
+    check_run_folders(args, cfg)
     trainer = build_trainer(cfg)
     if args.eval_only:
         trainer.load_model(args.model_dir, epoch=args.load_epoch)
@@ -276,6 +267,21 @@ def _run_logged(args, cfg):
         return
     if not args.no_train:
         trainer.train()
+        run_record.mark_finished(cfg, cfg.OUTPUT_DIR)
+
+
+def check_run_folders(args, cfg):
+    """Refuse, before anything is built, folders that hold another trainer's run or (for a re-run
+    into OUTPUT_DIR) a run with another seed/config (dassl/utils/run_record.py)."""
+    if args.eval_only:
+        if args.model_dir:
+            run_record.check_model_dir(cfg, args.model_dir)
+        return
+    if args.no_train:
+        return
+    if cfg.RESUME:
+        run_record.check_model_dir(cfg, cfg.RESUME, flag="--resume")
+    run_record.check_output_dir(cfg, cfg.OUTPUT_DIR)
 
 
 def export_clip_checkpoint(cfg):
@@ -302,11 +308,10 @@ def configure_determinism(cfg):
     print("DPL_DETERMINISTIC=1: deterministic algorithms on, cuDNN benchmark off")
 
 
-# UnpicklingError covers refused legacy checkpoints (UnsafeCheckpointError) and unsafe caches;
-# ValueError covers dataset, artifact, corrupt checkpoint and unreadable image errors;
-# FloatingPointError a non-finite loss (the message names epoch and batch).
-_USER_ERRORS = (UserError, FileNotFoundError, NotADirectoryError, ValueError, CheckpointError,
-                pickle.UnpicklingError, FloatingPointError)
+# The project's own user errors (bad data, refused or corrupt files, a non-finite loss, ...: see
+# user_errors.py) and the library errors that only a user's path causes. Anything else (an
+# unexpected ValueError or RuntimeError from inside the code) is a bug: its traceback is shown.
+_USER_ERRORS = (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError)
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 _NO_ACCESS = (errno.EACCES, errno.EPERM, errno.EROFS)
 

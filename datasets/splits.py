@@ -22,6 +22,7 @@ from dassl.utils import listdir_nohidden
 
 from datasets.errors import DOCS, DatasetFormatError, DatasetLayoutError
 from dpl.io import atomic_write_text
+from user_errors import UserError
 
 SPLIT_KEYS = ("train", "val", "test")
 Record = Tuple[str, int, str]  # (absolute image path, label, classname)
@@ -201,7 +202,7 @@ def subsample_classes(*args, subsample: str = "all"):
     labels, as fresh ``Datum`` objects (domain reset to 0), and a list is returned.
     """
     if subsample not in SUBSAMPLE_CHOICES:
-        raise ValueError(
+        raise UserError(
             f"DATASET.SUBSAMPLE_CLASSES is {subsample!r}; set it to one of {list(SUBSAMPLE_CHOICES)}."
         )
     if subsample == "all":

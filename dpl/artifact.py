@@ -17,6 +17,7 @@ from typing import Mapping, Optional, Sequence
 import torch
 
 from dpl.io import atomic_write_json
+from user_errors import UserError
 
 SCHEMA = "dpl-prompt-config/1"
 BRANCHES = ("text", "vision")
@@ -26,7 +27,7 @@ PROVENANCE_KEYS = (
 )
 
 
-class ArtifactError(ValueError):
+class ArtifactError(UserError):
     """A prompt_config.json is missing, malformed, or does not fit the loaded model."""
 
 

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from dpl.artifact import derive_lengths, dominant_flags
+from user_errors import UserError
 
 UPDATE_MODES = ("alternate", "simultaneous")
 
@@ -29,7 +30,7 @@ class BilevelSearch:
     def __init__(self, model, prompt_optimizer, lr=3.5e-3, betas=(0.5, 0.999), weight_decay=0.0,
                  mode: str = "alternate", loss_fn: Callable = F.cross_entropy):
         if mode not in UPDATE_MODES:
-            raise ValueError(f"UPDATE_MODE must be one of {UPDATE_MODES}, got {mode!r}")
+            raise UserError(f"UPDATE_MODE must be one of {UPDATE_MODES}, got {mode!r}")
         self.model = model
         self.prompt_optimizer = prompt_optimizer
         self.arch_params = list(model.arch_parameters())

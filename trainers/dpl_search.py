@@ -29,6 +29,7 @@ from dpl.prompts import check_options
 from dpl.search import AlphaHistory, BilevelSearch
 from trainers._common import (CachedTextEvalMixin, PromptCheckpointMixin, check_precision,
                               clip_from_cfg, prompt_module_name)
+from user_errors import NonFiniteLossError, UserError
 
 ARTIFACT = "prompt_config.json"
 HISTORY = "alpha_history.json"
@@ -89,20 +90,20 @@ class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
         check_options(s.TEXT_OPTIONS, "text")
         check_options(s.VISION_OPTIONS, "vision")
         if s.VAL_BATCH_SIZE <= 0:
-            raise ValueError(f"TRAINER.DPL.SEARCH.VAL_BATCH_SIZE must be > 0, got {s.VAL_BATCH_SIZE}.")
+            raise UserError(f"TRAINER.DPL.SEARCH.VAL_BATCH_SIZE must be > 0, got {s.VAL_BATCH_SIZE}.")
 
     # -- data -------------------------------------------------------------------------------
     def build_data_loader(self):
         super().build_data_loader()
         if self.val_loader is None:
-            raise ValueError(
+            raise UserError(
                 f"DPLSearch needs a validation split for the α step, but {self.cfg.DATASET.NAME} "
                 "has none."
             )
         val_paths = {d.impath for d in self.dm.dataset.val}
         overlap = val_paths & {d.impath for d in self.dm.dataset.test}
         if overlap:
-            raise ValueError(
+            raise UserError(
                 f"The validation split of {self.cfg.DATASET.NAME} overlaps the test split "
                 f"({len(overlap)} images); α must never see test data. Set DATASET.VAL_FROM_TRAIN True."
             )
@@ -160,7 +161,7 @@ class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
             else:
                 summary = self.search.step(train, val)
         except FloatingPointError as err:
-            raise FloatingPointError(
+            raise NonFiniteLossError(
                 f"{err} at epoch {self.epoch + 1}/{self.max_epoch}, batch {self.batch_idx + 1}/"
                 f"{self.num_batches}. The last complete epoch's checkpoint in {self.output_dir} is "
                 "kept; lower OPTIM.LR or TRAINER.DPL.SEARCH.ALPHA_LR, or use PREC fp32."
