@@ -48,9 +48,10 @@ try:
 except ModuleNotFoundError as _err:
     _skip_missing(_err, ("trainers",), "package 'trainers' (the trainers)")
 try:
-    from trainers.config import extend_cfg
+    from trainers.config import IGNORED_KEYS, extend_cfg
 except ModuleNotFoundError as _err:
     _skip_missing(_err, ("trainers", "trainers.config"), "trainers/config.py (extend_cfg)")
+    IGNORED_KEYS = {}
 
     def extend_cfg(cfg):
         return None
@@ -137,6 +138,11 @@ def _merge_file(cfg, path, flag):
 
 
 def _merge_opts(cfg, opts):
+    flags = [o for o in opts if o.startswith("--")]
+    if flags:  # argparse hands everything after the first KEY to the opts
+        raise UserError(
+            f"{flags[0]} comes after the KEY VALUE opts, where it is read as a config key; put every "
+            f"--flag before the first KEY (e.g. train.py ... {flags[0]} ... {opts[0]} ...).")
     try:
         cfg.merge_from_list(opts)
     except AssertionError as err:
@@ -196,6 +202,18 @@ def validate_cfg(cfg):
     _check_writable(cfg.OUTPUT_DIR)
 
 
+def warn_ignored_keys(cfg):
+    """One warning per key the trainer never reads (IGNORED_KEYS) that is set away from its default."""
+    default = get_cfg_default()
+    extend_cfg(default)
+    ignored = IGNORED_KEYS.get(cfg.TRAINER.NAME, ())
+    now, before = run_record.flat_config(cfg), run_record.flat_config(default)
+    for key in sorted(now):
+        if now[key] != before.get(key) and any(key == k or key.startswith(k + ".") for k in ignored):
+            print(f"train.py: warning: {cfg.TRAINER.NAME} ignores {key} (set to {now[key]!r}); "
+                  "it is read by the other DPL stage only.")
+
+
 def _check_name(what, where, name, registry):
     try:
         check_availability(name, registry.registered_names())
@@ -253,6 +271,7 @@ def run(args):
 
 
 def _run_logged(args, cfg):
+    warn_ignored_keys(cfg)
     configure_determinism(cfg)
     export_clip_checkpoint(cfg)
     print_args(args, cfg)

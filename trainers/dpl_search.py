@@ -22,7 +22,7 @@ from dassl.engine import TRAINER_REGISTRY, TrainerX
 from dassl.optim import build_lr_scheduler, build_optimizer
 
 from dpl import __version__ as dpl_version
-from dpl.artifact import branch_summary, build_artifact, save_artifact
+from dpl.artifact import branch_summary, build_artifact, save_artifact, shots_provenance
 from dpl.io import atomic_write_json
 from dpl.model import build_supernet_model, model_dims
 from dpl.prompts import check_options
@@ -233,7 +233,7 @@ class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
         provenance = {
             "dataset": self.cfg.DATASET.NAME,
             "subsample_classes": self.cfg.DATASET.SUBSAMPLE_CLASSES,
-            "num_shots": self.cfg.DATASET.NUM_SHOTS,
+            **shots_provenance(self.cfg.DATASET.NUM_SHOTS, [d.label for d in self.dm.dataset.train_x]),
             "seed": self.cfg.SEED,
             "epochs_run": epochs_run,
             "max_epoch": self.max_epoch,

@@ -100,8 +100,13 @@ class DPLTrain(CachedTextEvalMixin, PromptCheckpointMixin, PromptStepMixin, Trai
 
     def forward_backward(self, batch):
         if self.optim is None:
-            raise UserError("The prompt configuration has no prompt at all (every length is 0): "
-                             "nothing to train. Evaluate it with --eval-only instead.")
+            config = self.cfg.TRAINER.DPL.CONFIG_FILE
+            source = (f"The prompt configuration {config}" if config else
+                      "TRAINER.DPL.CONFIG_FILE is empty and the manual lengths (TRAINER.DPL.MANUAL.*) "
+                      "are all 0, so the prompt configuration")
+            raise UserError(f"{source} has no prompt at all (every length is 0): nothing to train. "
+                            "Pass TRAINER.DPL.CONFIG_FILE <search output>/prompt_config.json, or "
+                            "evaluate zero-shot CLIP with --eval-only.")
         image, label = self.parse_batch_train(batch)
         return self.prompt_step(image, label,
                                 self.distillation if self.teacher is not None else None)

@@ -98,6 +98,9 @@ class DatasetBase:
         label_set = set()
         for item in data_source:
             label_set.add(item.label)
+        if not label_set:
+            raise UserError("The training data of this dataset is empty (no images); check its split "
+                            "or annotation files and DATASET.NUM_SHOTS.")
         return max(label_set) + 1
 
     @staticmethod
