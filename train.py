@@ -249,13 +249,14 @@ def print_args(args, cfg):
 def run(args):
     cfg = setup_cfg(args)
     validate_cfg(cfg)
+    notes = check_run_folders(args, cfg)  # before the log: a refused folder is left as it was
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
 
     logger = setup_logger(cfg.OUTPUT_DIR)
     try:
-        _run_logged(args, cfg)
+        _run_logged(args, cfg, notes)
     except Exception as err:
         # The log of a failed run ends with the reason (stderr may not be kept on a cluster).
         text = describe_error(err)
@@ -270,7 +271,11 @@ def run(args):
         logger.close()
 
 
-def _run_logged(args, cfg):
+def _run_logged(args, cfg, notes=()):
+    for note in notes:
+        print(note)
+    if not (args.eval_only or args.no_train):
+        run_record.record_run(cfg, cfg.OUTPUT_DIR)
     warn_ignored_keys(cfg)
     configure_determinism(cfg)
     export_clip_checkpoint(cfg)
@@ -278,7 +283,6 @@ def _run_logged(args, cfg):
     print("Collecting env info ...")
     print(f"** System info **\n{collect_env_info()}\n")
 
-    check_run_folders(args, cfg)
     trainer = build_trainer(cfg)
     if args.eval_only:
         trainer.load_model(args.model_dir, epoch=args.load_epoch)
@@ -291,16 +295,17 @@ def _run_logged(args, cfg):
 
 def check_run_folders(args, cfg):
     """Refuse, before anything is built, folders that hold another trainer's run or (for a re-run
-    into OUTPUT_DIR) a run with another seed/config (dassl/utils/run_record.py)."""
+    into OUTPUT_DIR) a run with another seed/config (dassl/utils/run_record.py). Returns the notes
+    on settings changed for a resumed run."""
     if args.eval_only:
         if args.model_dir:
             run_record.check_model_dir(cfg, args.model_dir)
-        return
+        return []
     if args.no_train:
-        return
+        return []
     if cfg.RESUME:
         run_record.check_model_dir(cfg, cfg.RESUME, flag="--resume")
-    run_record.check_output_dir(cfg, cfg.OUTPUT_DIR)
+    return run_record.check_output_dir(cfg, cfg.OUTPUT_DIR)
 
 
 def export_clip_checkpoint(cfg):

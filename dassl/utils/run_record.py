@@ -3,8 +3,9 @@
 A re-run into a folder resumes from its checkpoints, so the folder must hold a run of the same
 trainer, seed and data; otherwise the results (from the old run) and the records of the new one
 (e.g. the seed in a search artifact) would disagree. ``check_output_dir`` refuses such a re-run,
-naming the key that differs, before anything is built; ``mark_finished`` records a completed run,
-after which no key that affects results may change. The file holds the flattened config::
+naming the key that differs, before anything is written; ``record_run`` then records the run and
+``mark_finished`` its completion, after which no key that affects results may change. The file
+holds the flattened config::
 
     {"finished": bool, "config": {"TRAINER.NAME": "DPLTrain", "SEED": 1, ...}}
 """
@@ -18,7 +19,8 @@ from user_errors import UserError
 
 from .torchtools import atomic_write_text
 
-__all__ = ["RECORD_FILE", "check_output_dir", "check_model_dir", "mark_finished", "flat_config"]
+__all__ = ["RECORD_FILE", "check_output_dir", "check_model_dir", "record_run", "mark_finished",
+           "flat_config"]
 
 RECORD_FILE = "run_config.json"
 # What a run is: these may never change when a folder is re-used.
@@ -44,26 +46,33 @@ def flat_config(cfg, prefix=""):
 
 
 def check_output_dir(cfg, directory):
-    """Refuse to train ``cfg`` into a folder whose checkpoints belong to another run; then record
-    ``cfg`` there. Keys outside IDENTITY_KEYS may change while the run is unfinished (e.g. a lower
-    OPTIM.LR after a non-finite loss); the change is printed."""
+    """Refuse to train ``cfg`` into a folder whose checkpoints belong to another run. Keys outside
+    IDENTITY_KEYS may change while the run is unfinished (e.g. a lower OPTIM.LR after a non-finite
+    loss): returns one note per changed key, for the log."""
     path = os.path.join(directory, RECORD_FILE)
     saved = _read(path)
+    if saved is None or not _has_checkpoints(directory):
+        return []  # nothing to resume, or a folder from before these records: nothing to compare
     now = flat_config(cfg)
-    if _has_checkpoints(directory):
-        if saved is None:
-            return  # a folder from before these records: nothing to compare with, nothing to add
-        changed = _differences(saved["config"], now)
-        _refuse_other_trainer(saved["config"], now, directory, path, "--output-dir")
-        for key, (old, new) in changed.items():
-            if key in IDENTITY_KEYS or saved.get("finished"):
-                state = "a finished run" if saved.get("finished") else "a run"
-                raise UserError(
-                    f"{directory} holds {state} with {key} = {old!r} (see {path}), but this run has "
-                    f"{key} = {new!r}, and re-running there would resume from it; choose another "
-                    f"--output-dir (or delete the folder to start afresh).")
-            print(f"Note: resuming {directory} with {key} changed from {old!r} to {new!r}")
-    _write(path, now, finished=False)
+    _refuse_other_trainer(saved["config"], now, directory, path, "--output-dir")
+    notes = []
+    for key, (old, new) in _differences(saved["config"], now).items():
+        if key in IDENTITY_KEYS or saved.get("finished"):
+            state = "a finished run" if saved.get("finished") else "a run"
+            raise UserError(
+                f"{directory} holds {state} with {key} = {old!r} (see {path}), but this run has "
+                f"{key} = {new!r}, and re-running there would resume from it; choose another "
+                f"--output-dir (or delete the folder to start afresh).")
+        notes.append(f"Note: resuming {directory} with {key} changed from {old!r} to {new!r}")
+    return notes
+
+
+def record_run(cfg, directory):
+    """Record ``cfg`` as the (unfinished) run of ``directory``, unless the folder already holds
+    checkpoints of a run from before these records."""
+    path = os.path.join(directory, RECORD_FILE)
+    if os.path.isfile(path) or not _has_checkpoints(directory):
+        _write(path, flat_config(cfg), finished=False)
 
 
 def check_model_dir(cfg, directory, flag="--model-dir"):
