@@ -7,9 +7,10 @@
 
 Config merge order: Dassl defaults, ``extend_cfg``, dataset YAML, trainer YAML, CLI flags, opts.
 All ``--flags`` must come before the first ``KEY VALUE`` pair (opts swallow the rest).
-``main(argv)`` also works in-process. User mistakes and explained failures (bad data, refused or
-corrupt files, a non-finite loss, a full disk) print one ``train.py: error: ...`` line, also at
-the end of the run's log, and exit with code 2 (set ``DPL_DEBUG=1`` for the traceback).
+``main(argv)`` also works in-process. User mistakes and explained failures (``user_errors.UserError``:
+bad data, refused or corrupt files, a non-finite loss, ...; a missing user path; a full disk) print
+one ``train.py: error: ...`` line, also at the end of the run's log, and exit with code 2 (set
+``DPL_DEBUG=1`` for the traceback); any other exception is a bug and keeps its traceback.
 ``DPL_DETERMINISTIC=1`` selects deterministic GPU kernels (docs/REPRODUCIBILITY.md).
 """
 from __future__ import annotations
