@@ -11,28 +11,13 @@ import torch
 
 import trainers.dpl_train
 from tests.helpers.runs import final_accuracy, run_train, train_args
-from tests.test_reliability import (assert_nothing_looks_complete, dtd_split, run_fails,
-                                    run_with_artifact, search_argv, tiny_artifact, tiny_opts,
-                                    train_argv)
-from tests.helpers.dataset_fixtures import write_fixture
+from tests.test_reliability import (  # noqa: F401  (data_root, own_data: fixtures)
+    assert_nothing_looks_complete, data_root, dtd_split, own_data, run_fails, run_with_artifact,
+    search_argv, tiny_artifact, tiny_opts, train_argv)
 
 pytestmark = pytest.mark.slow  # end-to-end through train.py (in-process)
 
 NO_PROMPTS = ["TRAINER.DPL.MANUAL.TEXT_LENGTH", "0", "TRAINER.DPL.MANUAL.VISION_LENGTH", "0"]
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    write_fixture("DescribableTextures", root)
-    return root
-
-
-@pytest.fixture
-def own_data(tmp_path):
-    root = tmp_path / "data"
-    write_fixture("DescribableTextures", root)
-    return root
 
 
 @pytest.fixture(scope="module")
