@@ -109,6 +109,34 @@ def test_training_into_another_trainers_folder_is_refused(data_root, searched, t
                       extra=["--eval-only", "--model-dir", str(trained), "--load-epoch", "1"])
     msg = run_fails(coop + tiny_opts(tiny_clip_path) + ["TRAINER.COOP.PREC", "fp32"], capsys, monkeypatch)
     assert msg.startswith(f"--model-dir {trained} holds a DPLTrain run"), msg
+    # --resume from a search run.
+    msg = run_fails(train_argv(data_root, tmp_path / "t", tiny_clip_path, flags=["--resume", str(searched)]),
+                    capsys, monkeypatch)
+    assert msg.startswith(f"--resume {searched} holds a DPLSearch run"), msg
+
+
+def test_project_error_classes_are_user_errors():
+    """train.py reports exactly the UserError hierarchy; each explained error class belongs to it
+    (and keeps its old base, so existing ``except`` clauses still match)."""
+    import pickle
+
+    from dassl.data.data_manager import ImageReadError
+    from dassl.utils.torchtools import CorruptCheckpointError, UnsafeCheckpointError
+    from datasets.errors import DatasetFormatError, DatasetLayoutError, UnsafeCacheError
+    from dpl.artifact import ArtifactError
+    from dpl.clip_loader import CheckpointError
+    from dpl.gradcam import GradCamError
+    from dpl.prompts import PromptConfigError
+    from user_errors import CheckpointMismatchError, NonFiniteLossError, UserError
+
+    old_bases = {ImageReadError: ValueError, CorruptCheckpointError: ValueError,
+                 UnsafeCheckpointError: pickle.UnpicklingError, DatasetFormatError: ValueError,
+                 DatasetLayoutError: FileNotFoundError, UnsafeCacheError: pickle.UnpicklingError,
+                 ArtifactError: ValueError, CheckpointError: RuntimeError, GradCamError: ValueError,
+                 PromptConfigError: ValueError, NonFiniteLossError: FloatingPointError,
+                 CheckpointMismatchError: ValueError}
+    for cls, base in old_bases.items():
+        assert issubclass(cls, UserError) and issubclass(cls, base), cls
 
 
 def test_folder_without_a_run_record_still_names_the_checkpoint(data_root, tiny_clip_path, tmp_path,
