@@ -177,6 +177,18 @@ def test_truncated_checkpoint_is_named_and_a_rerun_resumes_from_the_newest_that_
     assert final_accuracy(newest_log(out)) >= 0
 
 
+def test_truncated_only_checkpoint_is_named_on_rerun(data_root, tiny_clip_path, tmp_path, capsys,
+                                                     monkeypatch):
+    out = tmp_path / "run"
+    argv = train_argv(data_root, out, tiny_clip_path, epochs=2, opts=["TRAIN.KEEP_CHECKPOINTS", "1"])
+    run_train(argv)
+    last = out / "prompt_learner" / "model.pth.tar-2"
+    last.write_bytes(last.read_bytes()[:-10])
+    msg = run_fails(argv, capsys, monkeypatch)  # no older epoch kept: nothing to fall back to
+    assert msg.startswith(f'Checkpoint "{last}" is corrupt or truncated'), msg
+    assert "delete its run folder to train from scratch" in msg
+
+
 # -------------------------------------------------------------------------------------------------
 # 14(c): eval-only without --model-dir
 
