@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-__all__ = ["UserError", "NonFiniteLossError", "CheckpointMismatchError", "check_state_fits",
+__all__ = ["UserError", "NonFiniteLossError", "CheckpointMismatchError", "load_state_checked",
            "describe_state_mismatch"]
 
 
@@ -27,12 +27,18 @@ class CheckpointMismatchError(UserError):
     """A checkpoint's tensors do not fit the model built from the current settings."""
 
 
-def check_state_fits(expected: Mapping, found: Mapping, path: str, hint: str) -> None:
-    """Raise CheckpointMismatchError naming ``path`` and what differs unless ``found`` (the
-    checkpoint's state dict) has exactly the names and shapes of ``expected`` (the model's)."""
-    problem = describe_state_mismatch(expected, found)
-    if problem:
-        raise CheckpointMismatchError(f'Checkpoint "{path}" does not fit this model ({problem}); {hint}')
+def load_state_checked(module, state_dict: Mapping, path: str, hint: str) -> None:
+    """``module.load_state_dict(state_dict)`` (strict; a module may accept older layouts in its own
+    ``load_state_dict``); if it refuses, raise CheckpointMismatchError naming ``path``, the tensors
+    that differ and ``hint`` (what to do) instead of torch's list of every key."""
+    try:
+        module.load_state_dict(state_dict)
+    except RuntimeError as err:
+        problem = describe_state_mismatch(module.state_dict(), state_dict)
+        if not problem:  # the module's own rule refused it: keep torch's last line
+            problem = str(err).strip().splitlines()[-1].strip()
+        raise CheckpointMismatchError(
+            f'Checkpoint "{path}" does not fit this model ({problem}); {hint}') from None
 
 
 def describe_state_mismatch(expected: Mapping, found: Mapping, limit: int = 3) -> str:

@@ -21,7 +21,7 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-from user_errors import UserError, check_state_fits
+from user_errors import UserError, load_state_checked
 
 from .tools import mkdir_if_missing
 from user_errors import UserError
@@ -336,8 +336,7 @@ def resume_from_checkpoint(fdir, model, optimizer=None, scheduler=None, allow_un
 
     print('Loading checkpoint from "{}"'.format(fpath))
     checkpoint = load_checkpoint(fpath, allow_unsafe=allow_unsafe)
-    check_state_fits(model.state_dict(), checkpoint["state_dict"], fpath, RESUME_MISMATCH_HINT)
-    model.load_state_dict(checkpoint["state_dict"])
+    load_state_checked(model, checkpoint["state_dict"], fpath, RESUME_MISMATCH_HINT)
     print("Loaded model weights")
 
     if optimizer is not None and checkpoint.get("optimizer") is not None:
