@@ -30,13 +30,14 @@ from torchvision import transforms
 
 from dpl.encoders import is_vit
 from dpl.text_inputs import class_prompts, tokenize
+from user_errors import UserError
 
 CLIP_MEAN = tuple(OPENAI_DATASET_MEAN)
 CLIP_STD = tuple(OPENAI_DATASET_STD)
 CAM_COLORMAP = "jet"
 
 
-class GradCamError(ValueError):
+class GradCamError(UserError):
     """The model or the requested block cannot give a Grad-CAM map."""
 
 
