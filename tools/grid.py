@@ -78,9 +78,9 @@ def run_cell(cell: Cell, gpus=None) -> int:
         env["CUDA_VISIBLE_DEVICES"] = gpus
     os.makedirs(os.path.dirname(cell.log), exist_ok=True)
     with open(cell.log, "w") as log:
-        where = os.environ.get("SLURM_JOB_ID")
+        task = "_".join(os.environ.get(k, "") for k in ("SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"))
         log.write(f"[grid] cell {cell.name} on {os.uname().nodename}"
-                  + (f", SLURM job {where}" if where else "")
+                  + (f", SLURM job {task}" if task != "_" else "")
                   + (f", CUDA_VISIBLE_DEVICES={gpus}" if gpus is not None else "") + "\n")
         log.flush()
         return subprocess.run(cell.argv, stdout=log, stderr=subprocess.STDOUT, env=env).returncode

@@ -197,8 +197,12 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
             munge = pwd.getpwnam("munge")
             os.makedirs("/run/munge", exist_ok=True)
             os.chown("/run/munge", munge.pw_uid, munge.pw_gid)
-            pidfile = os.path.join(self.dir, "munged.pid")
-            os.chown(self.dir, munge.pw_uid, munge.pw_gid)
+            piddir = os.path.join(STATE_DIR, "munge")  # munged (user munge) cannot reach pytest's tmp
+            os.makedirs(piddir, exist_ok=True)
+            os.chown(piddir, munge.pw_uid, munge.pw_gid)
+            pidfile = os.path.join(piddir, "munged.pid")
+            if os.path.exists(pidfile):
+                os.remove(pidfile)
             subprocess.run(["runuser", "-u", "munge", "--", which("munged"), f"--pid-file={pidfile}"],
                            check=True, env=env)
             self._record(_read_pid(pidfile))

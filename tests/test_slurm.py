@@ -1,0 +1,143 @@
+"""Protocol grids through EXECUTOR=slurm (a real one-node SLURM, started here) and EXECUTOR=local:
+the same runs and result table as the sequential default, a failing cell reported with its log while
+the others finish, and a re-run that runs the failed cell only.
+
+Grid: fewshot.sh on dtd + eurosat, 1 shot, seeds 1 and 2 (4 cells of search + train; tiny CLIP,
+1 epoch). The sequential reference runs its ``train.py`` calls inside the test process (quicker);
+the grids run real ``train.py`` processes; all with one thread, so the results agree bit for bit.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.helpers.dataset_fixtures import write_fixture
+from tests.helpers.in_process import InProcessPython
+from tests.helpers.runs import REPO, final_accuracy, tiny_opts
+from tests.helpers.slurm import LocalSlurm
+from tools import parse_test_res
+
+pytestmark = pytest.mark.slow
+
+DATASETS = ("dtd", "eurosat")
+SEEDS = (1, 2)
+FAILING = "fewshot/DPLTrain/vit_b16/eurosat/shots_1/seed2"
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory):
+    """A running local SLURM cluster (skipped, with the reason, where it cannot start)."""
+    cluster = LocalSlurm(str(tmp_path_factory.mktemp("slurm")))
+    try:
+        reason = cluster.start()
+        if reason:
+            pytest.skip(reason)
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    for name in ("DescribableTextures", "EuroSAT"):
+        write_fixture(name, root)
+    return root
+
+
+def fewshot(output, data_root, clip_path, env=None, **knobs):
+    """bash scripts/dpl/fewshot.sh dtd eurosat (tiny settings) -> the finished process."""
+    opts = tiny_opts(clip_path, epochs=1)
+    del opts[2:4]  # MODEL.BACKBONE.PATH comes from CLIP_CHECKPOINT
+    env = dict(env or os.environ, DATA=str(data_root), OUTPUT=str(output), CLIP_CHECKPOINT=str(clip_path),
+               SEEDS=" ".join(map(str, SEEDS)), SHOTS_LIST="1", OMP_NUM_THREADS="1",
+               GRID_POLL="0.5", **{"PYTHON": sys.executable, **knobs})
+    return subprocess.run(["bash", "scripts/dpl/fewshot.sh", *DATASETS, *opts], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def results(output) -> dict:
+    """Per run: the artifact without its timestamp, and the final accuracy; plus the result table."""
+    found = {}
+    for trainer in ("DPLSearch", "DPLTrain"):
+        for ds in DATASETS:
+            for seed in SEEDS:
+                run = output / "fewshot" / trainer / "vit_b16" / ds / "shots_1" / f"seed{seed}"
+                artifact = json.loads((run / "prompt_config.json").read_text())
+                del artifact["provenance"]["created"]
+                found[f"{trainer}/{ds}/{seed}"] = (artifact, final_accuracy(run / "log.txt"))
+    parse_test_res.main([str(output / "fewshot"), "--csv", str(output / "table.csv")])
+    found["table"] = (output / "table.csv").read_text()
+    return found
+
+
+@pytest.fixture(scope="module")
+def sequential(tmp_path_factory, data_root, tiny_clip_path):
+    output = tmp_path_factory.mktemp("sequential")
+    python, threads = InProcessPython(tmp_path_factory.mktemp("shim")), torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        proc = fewshot(output, data_root, tiny_clip_path, PYTHON=str(python.path), SHIM_DIR=str(python.dir))
+    finally:
+        python.close()
+        torch.set_num_threads(threads)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return results(output)
+
+
+def failing_log(output):
+    """Where the grid runner puts the failing cell's output."""
+    return output / "grid_logs" / (FAILING.replace("/", "-") + ".log")
+
+
+def make_cell_fail(output):
+    """A file where the failing cell's search writes its output: train.py stops with an error."""
+    blocker = output / FAILING.replace("DPLTrain", "DPLSearch")
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("in the way")
+    return blocker
+
+
+def check_failure_then_rerun(output, first, rerun, sequential):
+    """The grid's first run (FAILING made to fail) and its re-run after the fix (the log is checked
+    before: the re-run overwrites it)."""
+    assert first.returncode == 1, first.stdout[-3000:] + first.stderr[-3000:]
+    log = failing_log(output)
+    assert f"FAILED: {FAILING} (exit 2), log: {log}" in first.stdout
+    assert f"1 of 4 cell(s) failed:\n  {FAILING}  (exit 2)  log: {log}" in first.stdout
+    for cell in set(f"fewshot/DPLTrain/vit_b16/{d}/shots_1/seed{s}" for d in DATASETS for s in SEEDS) - {FAILING}:
+        assert f"done: {cell}" in first.stdout
+        assert (output / cell / ".done").is_file()  # the others finished
+
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert rerun.stdout.count("Skip (finished): ") == 3 and "1 cell(s)" in rerun.stdout
+    assert f"done: {FAILING}" in rerun.stdout
+    assert results(output) == sequential
+
+
+def test_slurm_grid_matches_sequential_and_reruns_only_the_failed_cell(slurm, tmp_path, data_root,
+                                                                       tiny_clip_path, sequential):
+    knobs = dict(EXECUTOR="slurm", JOBS="2", GPUS_PER_JOB="0", SLURM_PARTITION="debug", SLURM_TIME="10")
+    blocker = make_cell_fail(tmp_path)
+    first = fewshot(tmp_path, data_root, tiny_clip_path, env=slurm.env, **knobs)
+    assert "submitted as SLURM job array" in first.stdout and "(2 at a time, 0 GPU(s) each, 10 min)" in first.stdout
+    failed_log = failing_log(tmp_path).read_text()
+    assert "is not writable" in failed_log and "SLURM job " in failed_log  # train.py's error, in the task
+    blocker.unlink()
+    rerun = fewshot(tmp_path, data_root, tiny_clip_path, env=slurm.env, **knobs)
+    check_failure_then_rerun(tmp_path, first, rerun, sequential)
+
+
+def test_local_grid_matches_sequential_and_reruns_only_the_failed_cell(tmp_path, data_root, tiny_clip_path,
+                                                                       sequential):
+    knobs = dict(EXECUTOR="local", JOBS="2", GPUS_PER_JOB="0")
+    blocker = make_cell_fail(tmp_path)
+    first = fewshot(tmp_path, data_root, tiny_clip_path, **knobs)
+    assert "4 cell(s) as local processes, 2 at a time (no GPUs)" in first.stdout
+    assert "is not writable" in failing_log(tmp_path).read_text()
+    blocker.unlink()
+    rerun = fewshot(tmp_path, data_root, tiny_clip_path, **knobs)
+    check_failure_then_rerun(tmp_path, first, rerun, sequential)
