@@ -11,7 +11,7 @@
 #   EXECUTOR        sequential (default), local or slurm: how the grid cells run (see run_grid)
 #   JOBS, GPUS_PER_JOB, SLURM_PARTITION, SLURM_TIME, SLURM_ACCOUNT, SLURM_EXTRA: see tools/grid.py
 # Trailing KEY VALUE arguments are passed to every train.py call as config overrides.
-[ -n "${BASH_VERSION:-}" ] || { echo "error: scripts/dpl/_lib.sh is sourced by the bash scripts; run them with bash" >&2; exit 2; }
+[ -n "${BASH_VERSION:-}" ] || { echo "error: _lib.sh needs bash (the protocol scripts source it); run it with bash: bash scripts/dpl/fewshot.sh ..." >&2; exit 2; }
 set -euo pipefail
 
 REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
