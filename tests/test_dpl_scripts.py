@@ -5,12 +5,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 
 import pytest
 
 from tests.helpers.dataset_fixtures import write_fixture
 from tests.helpers.fake_train import read_calls, write_fake_python
+from tests.helpers.in_process import InProcessPython
 from tests.helpers.runs import REPO, final_accuracy, tiny_opts
 from tools import parse_test_res
 
@@ -27,9 +27,17 @@ def data_root(tmp_path_factory):
     return root
 
 
-def run_script(name, args, data_root, output, clip_path, epochs=1, **env_extra):
+@pytest.fixture(scope="module")
+def python(tmp_path_factory):
+    """The scripts' $PYTHON: their train.py calls run in this process (no interpreter start-up)."""
+    shim = InProcessPython(tmp_path_factory.mktemp("shim"))
+    yield shim
+    shim.close()
+
+
+def run_script(python, name, args, data_root, output, clip_path, epochs=1, **env_extra):
     env = dict(os.environ, DATA=str(data_root), OUTPUT=str(output), CLIP_CHECKPOINT=str(clip_path),
-               PYTHON=sys.executable, SEEDS="1", **env_extra)
+               PYTHON=str(python.path), SHIM_DIR=str(python.dir), SEEDS="1", **env_extra)
     # CLIP_CHECKPOINT already sets MODEL.BACKBONE.PATH; drop it from the shared tiny overrides.
     opts = tiny_opts(clip_path, epochs=epochs)
     i = opts.index("MODEL.BACKBONE.PATH")
@@ -41,12 +49,12 @@ def run_script(name, args, data_root, output, clip_path, epochs=1, **env_extra):
 
 
 @pytest.mark.slow
-def test_search_sh_writes_artifact_skips_when_finished_and_rewrites_a_lost_one(data_root, tmp_path,
+def test_search_sh_writes_artifact_skips_when_finished_and_rewrites_a_lost_one(python, data_root, tmp_path,
                                                                              tiny_clip_path):
     clip = tmp_path / ODD / "tiny clip.pt"  # issue 19.1: spaces and quotes in the CLIP path
     clip.parent.mkdir()
     shutil.copy(tiny_clip_path, clip)
-    out = run_script("search.sh", ["dtd", "1", "2"], data_root, tmp_path, clip, epochs=2)
+    out = run_script(python, "search.sh", ["dtd", "1", "2"], data_root, tmp_path, clip, epochs=2)
     run_dir = tmp_path / "fewshot" / "DPLSearch" / "vit_b16" / "dtd" / "shots_2" / "seed1"
     art = json.load(open(run_dir / "prompt_config.json"))
     assert art["provenance"]["num_shots"] == 2 and art["provenance"]["epochs_run"] == 2
@@ -54,11 +62,11 @@ def test_search_sh_writes_artifact_skips_when_finished_and_rewrites_a_lost_one(d
         assert (run_dir / f).is_file()
     assert str(run_dir / "prompt_config.json") in out
     assert f"PATH: {clip}\n" in (run_dir / "log.txt").read_text()  # one argument, intact
-    again = run_script("search.sh", ["dtd", "1", "2"], data_root, tmp_path, clip, epochs=2)
+    again = run_script(python, "search.sh", ["dtd", "1", "2"], data_root, tmp_path, clip, epochs=2)
     assert "Skip (finished)" in again
     # issue 19.3: the marker does not outlive the artifact; the re-run writes the same one again
     (run_dir / "prompt_config.json").unlink()
-    rerun = run_script("search.sh", ["dtd", "1", "2"], data_root, tmp_path, clip, epochs=2)
+    rerun = run_script(python, "search.sh", ["dtd", "1", "2"], data_root, tmp_path, clip, epochs=2)
     assert f"Re-run (marked finished, but its prompt_config.json is missing): {run_dir}" in rerun
     again = json.load(open(run_dir / "prompt_config.json"))
     del art["provenance"]["created"], again["provenance"]["created"]
@@ -66,8 +74,8 @@ def test_search_sh_writes_artifact_skips_when_finished_and_rewrites_a_lost_one(d
 
 
 @pytest.mark.slow
-def test_fewshot_sh_and_table(data_root, tmp_path, tiny_clip_path, capsys):
-    run_script("fewshot.sh", ["dtd", "eurosat"], data_root, tmp_path, tiny_clip_path, SHOTS_LIST="1")
+def test_fewshot_sh_and_table(python, data_root, tmp_path, tiny_clip_path, capsys):
+    run_script(python, "fewshot.sh", ["dtd", "eurosat"], data_root, tmp_path, tiny_clip_path, SHOTS_LIST="1")
     accs = {}
     for ds in ("dtd", "eurosat"):
         run = tmp_path / "fewshot" / "DPLTrain" / "vit_b16" / ds / "shots_1" / "seed1"
@@ -88,8 +96,8 @@ def test_fewshot_sh_and_table(data_root, tmp_path, tiny_clip_path, capsys):
 
 
 @pytest.mark.slow
-def test_base2new_sh_and_table(data_root, tmp_path, tiny_clip_path, capsys):
-    run_script("base2new.sh", ["dtd"], data_root, tmp_path, tiny_clip_path)
+def test_base2new_sh_and_table(python, data_root, tmp_path, tiny_clip_path, capsys):
+    run_script(python, "base2new.sh", ["dtd"], data_root, tmp_path, tiny_clip_path)
     base_run = tmp_path / "base2new_base" / "DPLTrain" / "vit_b16_base2new" / "dtd" / "shots_16" / "seed1"
     new_run = tmp_path / "base2new_new" / "DPLTrain" / "vit_b16_base2new" / "dtd" / "shots_16" / "seed1"
     search = json.load(open(tmp_path / "base2new_base" / "DPLSearch" / "vit_b16_base2new" / "dtd"
@@ -97,6 +105,7 @@ def test_base2new_sh_and_table(data_root, tmp_path, tiny_clip_path, capsys):
     assert search["provenance"]["subsample_classes"] == "base"
     base, new = final_accuracy(base_run / "log.txt"), final_accuracy(new_run / "log.txt")
     assert "SUBSAMPLE NEW CLASSES" in open(new_run / "log.txt").read()
+    capsys.readouterr()  # drop the in-process runs' output
     parse_test_res.main([str(tmp_path), "--base2new"])
     out = capsys.readouterr().out
     hm = 2 * base * new / (base + new) if base + new else 0.0

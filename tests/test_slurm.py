@@ -10,11 +10,13 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
 
 from tests.helpers.dataset_fixtures import write_fixture
+from tests.helpers.fake_train import write_fake_python
 from tests.helpers.in_process import InProcessPython
 from tests.helpers.runs import REPO, final_accuracy, tiny_opts
 from tests.helpers.slurm import LocalSlurm
@@ -141,3 +143,32 @@ def test_local_grid_matches_sequential_and_reruns_only_the_failed_cell(tmp_path,
     blocker.unlink()
     rerun = fewshot(tmp_path, data_root, tiny_clip_path, **knobs)
     check_failure_then_rerun(tmp_path, first, rerun, sequential)
+
+
+def test_slurm_task_killed_midway_is_reported_and_rerun_alone(slurm, tmp_path):
+    """scancel of one running task (as a node failure or a time limit would end it): reported as
+    not finished, the other cell finishes, the re-run runs that cell only (stand-in train.py)."""
+    (tmp_path / "fake").mkdir()
+    env = dict(slurm.env, DATA=str(tmp_path), OUTPUT=str(tmp_path / "out"), SEEDS="1", SHOTS_LIST="1",
+               PYTHON=write_fake_python(tmp_path / "fake"), FAKE_CALLS=str(tmp_path / "fake" / "calls"),
+               EXECUTOR="slurm", GPUS_PER_JOB="0", GRID_POLL="0.3")
+    killed = "fewshot/DPLTrain/vit_b16/eurosat/shots_1/seed1"
+    log = tmp_path / "out" / "grid_logs" / (killed.replace("/", "-") + ".log")
+    script = ["bash", "scripts/dpl/fewshot.sh", "dtd", "eurosat"]
+    grid = subprocess.Popen(script, cwd=REPO, env=dict(env, FAKE_SLEEP="4"), stdout=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not (log.is_file() and "SLURM job " in log.read_text()) and time.time() < deadline:
+        time.sleep(0.2)
+    task = log.read_text().split("SLURM job ")[1].split()[0]
+    subprocess.run(["scancel", task], env=env, check=True)
+    out, _ = grid.communicate(timeout=120)
+    assert grid.returncode == 1, out
+    # SLURM signals the task; depending on what dies first it is reported either way
+    assert (f"FAILED: {killed} (killed by SIGTERM), log: {log}" in out
+            or f"FAILED: {killed} (task {task} did not finish (CANCELLED)" in out), out
+    assert "done: fewshot/DPLTrain/vit_b16/dtd/shots_1/seed1" in out
+    rerun = subprocess.run(script, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "Skip (finished): fewshot/DPLTrain/vit_b16/dtd/shots_1/seed1" in rerun.stdout
+    assert "1 cell(s) submitted" in rerun.stdout and f"done: {killed}" in rerun.stdout
+    assert (tmp_path / "out" / killed / ".done").is_file()

@@ -29,6 +29,7 @@ import os
 import queue
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -84,6 +85,16 @@ def run_cell(cell: Cell, gpus=None) -> int:
                   + (f", CUDA_VISIBLE_DEVICES={gpus}" if gpus is not None else "") + "\n")
         log.flush()
         return subprocess.run(cell.argv, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+
+
+def exit_error(code: int) -> str:
+    """'' for exit code 0, else e.g. "exit 2" or "killed by SIGTERM"."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit {code}" if code else ""
 
 
 def int_knob(name: str, default):
@@ -149,7 +160,7 @@ def future_error(future) -> str:
         code = future.result()
     except OSError as err:  # e.g. its log folder cannot be created
         return f"could not start: {err}"
-    return f"exit {code}" if code else ""
+    return exit_error(code)
 
 
 # ---- SLURM ----------------------------------------------------------------------------------------
@@ -206,7 +217,7 @@ def slurm_error(job) -> str:
     except Exception as err:  # the task died (killed, timed out, node failure) or submitit failed
         lines = str(err).strip().splitlines()
         return f"task {job.job_id} did not finish ({job.state}): {lines[0] if lines else type(err).__name__}"
-    return f"exit {code}" if code else ""
+    return exit_error(code)
 
 
 def run_slurm(cells: list, folder: str, poll: float) -> list:
