@@ -20,9 +20,7 @@ from tests.helpers.fake_train import write_fake_python
 from tests.helpers.in_process import InProcessPython
 from tests.helpers.runs import REPO, final_accuracy, tiny_opts
 from tests.helpers.slurm import LocalSlurm
-from tools import parse_test_res
-
-pytestmark = pytest.mark.slow
+from tools import grid, parse_test_res
 
 DATASETS = ("dtd", "eurosat")
 SEEDS = (1, 2)
@@ -120,6 +118,7 @@ def check_failure_then_rerun(output, first, rerun, sequential):
     assert results(output) == sequential
 
 
+@pytest.mark.slow
 def test_slurm_grid_matches_sequential_and_reruns_only_the_failed_cell(slurm, tmp_path, data_root,
                                                                        tiny_clip_path, sequential):
     knobs = dict(EXECUTOR="slurm", JOBS="2", GPUS_PER_JOB="0", SLURM_PARTITION="debug", SLURM_TIME="10")
@@ -133,6 +132,7 @@ def test_slurm_grid_matches_sequential_and_reruns_only_the_failed_cell(slurm, tm
     check_failure_then_rerun(tmp_path, first, rerun, sequential)
 
 
+@pytest.mark.slow
 def test_local_grid_matches_sequential_and_reruns_only_the_failed_cell(tmp_path, data_root, tiny_clip_path,
                                                                        sequential):
     knobs = dict(EXECUTOR="local", JOBS="2", GPUS_PER_JOB="0")
@@ -151,7 +151,7 @@ def test_slurm_task_killed_midway_is_reported_and_rerun_alone(slurm, tmp_path):
     (tmp_path / "fake").mkdir()
     env = dict(slurm.env, DATA=str(tmp_path), OUTPUT=str(tmp_path / "out"), SEEDS="1", SHOTS_LIST="1",
                PYTHON=write_fake_python(tmp_path / "fake"), FAKE_CALLS=str(tmp_path / "fake" / "calls"),
-               EXECUTOR="slurm", GPUS_PER_JOB="0", GRID_POLL="0.3")
+               EXECUTOR="slurm", GPUS_PER_JOB="0", GRID_POLL="0.3", SLURM_EXTRA="--comment 'dpl grid' --requeue")
     killed = "fewshot/DPLTrain/vit_b16/eurosat/shots_1/seed1"
     log = tmp_path / "out" / "grid_logs" / (killed.replace("/", "-") + ".log")
     script = ["bash", "scripts/dpl/fewshot.sh", "dtd", "eurosat"]
@@ -161,6 +161,9 @@ def test_slurm_task_killed_midway_is_reported_and_rerun_alone(slurm, tmp_path):
         time.sleep(0.2)
     task = log.read_text().split("SLURM job ")[1].split()[0]
     subprocess.run(["scancel", task], env=env, check=True)
+    sbatch = next((tmp_path / "out" / "grid_logs" / "slurm").glob("*/*/*_submission.sh")).read_text()
+    for line in ("--array=0-1%2", "--time=1440", "--comment='dpl grid'", "--requeue\n"):
+        assert f"#SBATCH {line}" in sbatch
     out, _ = grid.communicate(timeout=120)
     assert grid.returncode == 1, out
     # SLURM signals the task; depending on what dies first it is reported either way
@@ -172,3 +175,34 @@ def test_slurm_task_killed_midway_is_reported_and_rerun_alone(slurm, tmp_path):
     assert "Skip (finished): fewshot/DPLTrain/vit_b16/dtd/shots_1/seed1" in rerun.stdout
     assert "1 cell(s) submitted" in rerun.stdout and f"done: {killed}" in rerun.stdout
     assert (tmp_path / "out" / killed / ".done").is_file()
+
+
+# ---- tools/grid.py's settings ---------------------------------------------------------------------
+
+def test_slurm_extra_becomes_sbatch_options():
+    assert grid.slurm_extra("--qos=high --exclusive --constraint a100 --cpus-per-task=8") == {
+        "qos": "high", "exclusive": True, "constraint": "a100", "cpus_per_task": "8"}
+    with pytest.raises(grid.GridError, match="long sbatch options like --constraint=a100, got '-C'"):
+        grid.slurm_extra("-C a100")
+
+
+def test_local_gpu_groups_are_disjoint_and_checked():
+    assert grid.gpu_groups(["0", "1", "2", "3", "4"], 2, None) == ["0,1", "2,3"]
+    assert grid.gpu_groups(["0", "1", "2", "3"], 1, 2) == ["0", "1"]
+    assert grid.gpu_groups([], 0, 3) == ["", "", ""]
+    with pytest.raises(grid.GridError, match="GPUS_PER_JOB=2 but this node has 1 GPU"):
+        grid.gpu_groups(["0"], 2, None)
+
+
+def test_grid_without_sbatch_says_what_to_do(tmp_path, monkeypatch, capsys):
+    cells = tmp_path / "cells"
+    cells.write_bytes(b"a/b\0" + str(tmp_path / "a.log").encode() + b"\0" + b"1\0true\0")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
+    monkeypatch.setenv("EXECUTOR", "slurm")
+    assert grid.main([str(cells), "--folder", str(tmp_path)]) == 2
+    assert "EXECUTOR=slurm but sbatch is not on PATH" in capsys.readouterr().err
+    monkeypatch.setenv("EXECUTOR", "local")
+    monkeypatch.setenv("GPUS_PER_JOB", "1")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert grid.main([str(cells), "--folder", str(tmp_path)]) == 2
+    assert "GPUS_PER_JOB=1 but this node has 0 GPU(s)" in capsys.readouterr().err
