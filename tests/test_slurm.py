@@ -8,6 +8,7 @@ the grids run real ``train.py`` processes; all with one thread, so the results a
 """
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -175,6 +176,38 @@ def test_slurm_task_killed_midway_is_reported_and_rerun_alone(slurm, tmp_path):
     assert "Skip (finished): fewshot/DPLTrain/vit_b16/dtd/shots_1/seed1" in rerun.stdout
     assert "1 cell(s) submitted" in rerun.stdout and f"done: {killed}" in rerun.stdout
     assert (tmp_path / "out" / killed / ".done").is_file()
+
+
+
+def test_slurm_rerun_while_tasks_still_run_refuses_then_collects(slurm, tmp_path):
+    """Ctrl-C stops the waiting, not the tasks; a re-run meanwhile would start second copies of the
+    same cells, so it stops naming the job; once the tasks have ended it has nothing left to do."""
+    (tmp_path / "fake").mkdir()
+    env = dict(slurm.env, DATA=str(tmp_path), OUTPUT=str(tmp_path / "out"), SEEDS="1 2", SHOTS_LIST="1",
+               PYTHON=write_fake_python(tmp_path / "fake"), FAKE_CALLS=str(tmp_path / "fake" / "calls"),
+               EXECUTOR="slurm", GPUS_PER_JOB="0", GRID_POLL="0.3")
+    script = ["bash", "scripts/dpl/fewshot.sh", "dtd"]
+    first = subprocess.Popen(script, cwd=REPO, env=dict(env, FAKE_SLEEP="2"), stdout=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    tasks = [tmp_path / "out" / "grid_logs" / f"fewshot-DPLTrain-vit_b16-dtd-shots_1-seed{s}.log.slurm-task"
+             for s in (1, 2)]
+    deadline = time.time() + 60
+    while not all(t.is_file() and t.read_text().strip() for t in tasks) and time.time() < deadline:
+        time.sleep(0.2)
+    array = tasks[0].read_text().split("_")[0]
+    during = subprocess.run(script, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert during.returncode == 2, during.stdout + during.stderr
+    assert "2 of these cells are still queued or running from an earlier submission" in during.stderr
+    assert f"(squeue -j {array}) or cancel them (scancel {array})" in during.stderr
+    os.killpg(first.pid, signal.SIGINT)  # Ctrl-C in the terminal
+    out, _ = first.communicate(timeout=60)
+    assert first.returncode == 130 and f"the cells keep running as SLURM job {array}" in out
+    deadline = time.time() + 60
+    while subprocess.run(["squeue", "-h", "-j", array], env=env, capture_output=True, text=True).stdout.strip():
+        assert time.time() < deadline
+        time.sleep(0.3)
+    after = subprocess.run(script, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert after.returncode == 0 and "Nothing to run: every cell is finished." in after.stdout
 
 
 # ---- tools/grid.py's settings ---------------------------------------------------------------------

@@ -167,7 +167,10 @@ def future_error(future) -> str:
 
 def slurm_extra(text: str) -> dict:
     """SLURM_EXTRA ("--qos=high --exclusive --constraint a100") as submitit's additional_parameters."""
-    params, words = {}, shlex.split(text)
+    try:
+        params, words = {}, shlex.split(text)
+    except ValueError as err:  # e.g. an unclosed quote
+        raise GridError(f"SLURM_EXTRA={text!r} cannot be split into options ({err}); check its quotes") from None
     while words:
         word = words.pop(0)
         if not word.startswith("--") or len(word) < 3:
@@ -179,11 +182,38 @@ def slurm_extra(text: str) -> dict:
     return params
 
 
+def task_file(cell: Cell) -> str:
+    """Where the SLURM task id of the cell's latest submission is kept."""
+    return cell.log + ".slurm-task"
+
+
+def still_queued(cells: list) -> list:
+    """The task ids of cells whose earlier submission is still pending or running (so that a re-run
+    during it, e.g. after Ctrl-C, does not start a second copy writing the same folders)."""
+    recorded = []
+    for cell in cells:
+        if os.path.exists(task_file(cell)):
+            with open(task_file(cell)) as fh:
+                recorded.append(fh.read().strip())
+    active = set()
+    for array in sorted({task.split("_")[0] for task in recorded}):
+        listing = subprocess.run(["squeue", "-h", "-r", "-o", "%i", "-j", array], capture_output=True, text=True)
+        if listing.returncode == 0:  # an unknown (long finished) job id is an error: nothing active
+            active.update(listing.stdout.split())
+    return [task for task in recorded if task in active]
+
+
 def submit_slurm(cells: list, folder: str):
     """Submit the cells as one job array; returns the submitit jobs (one per cell)."""
     if shutil.which("sbatch") is None:
         raise GridError("EXECUTOR=slurm but sbatch is not on PATH; run on a SLURM login node, "
                         "or use EXECUTOR=local")
+    busy = still_queued(cells)
+    if busy:
+        arrays = " ".join(sorted({task.split("_")[0] for task in busy}))
+        raise GridError(f"{len(busy)} of these cells are still queued or running from an earlier submission "
+                        f"(SLURM task {', '.join(busy[:3])}{', ...' if len(busy) > 3 else ''}); wait for them "
+                        f"(squeue -j {arrays}) or cancel them (scancel {arrays}), then re-run")
     try:
         import submitit
     except ImportError:
@@ -204,6 +234,10 @@ def submit_slurm(cells: list, folder: str):
         jobs = executor.map_array(run_cell, cells)
     except Exception as err:  # sbatch refused: its message names the problem
         raise GridError(f"sbatch refused the job array: {str(err).strip().splitlines()[-1]}") from None
+    for job, cell in zip(jobs, cells):
+        os.makedirs(os.path.dirname(cell.log), exist_ok=True)
+        with open(task_file(cell), "w") as fh:
+            fh.write(job.job_id + "\n")
     print(f"[grid] {len(cells)} cell(s) submitted as SLURM job array {jobs[0].job_id.split('_')[0]} "
           f"({params['array_parallelism']} at a time, {gpus} GPU(s) each, {params['time']} min); "
           f"submitit files: {os.path.dirname(jobs[0].paths.folder)}", flush=True)
@@ -227,7 +261,8 @@ def run_slurm(cells: list, folder: str, poll: float) -> list:
     except KeyboardInterrupt:
         array = jobs[0].job_id.split("_")[0]
         print(f"\n[grid] stopped waiting; the cells keep running as SLURM job {array} (scancel {array} "
-              f"stops them). Re-run the same command later: finished cells are skipped.", flush=True)
+              f"stops them). Re-run the same command once it has ended: finished cells are skipped, "
+              f"failed ones run again.", flush=True)
         raise SystemExit(130)
 
 
