@@ -272,7 +272,7 @@ imagenet_transfer() {
 }
 
 # cell NAME FUNCTION ARGS...: one grid cell, i.e. the work of one job (e.g. search + train of one
-# dataset/shots/seed); NAME is the path of its main run below $OUTPUT. EXECUTOR=sequential runs
+# dataset/shots/seed); NAME (protocol/trainer/config/dataset/...) names it and its log. EXECUTOR=sequential runs
 # FUNCTION ARGS now. EXECUTOR=local|slurm skips a finished cell (a dry run of FUNCTION finds no
 # unfinished run) and queues the others for run_grid.
 cell() {
