@@ -79,7 +79,7 @@ check_datasets() {
     shift
     for name in "$@"; do is_dataset "$name" || bad+=("'$name'"); done
     if [[ ${#bad[@]} -gt 0 ]]; then
-        echo "error: unknown dataset ${bad[*]} in $what (no configs/datasets/<name>.yaml); valid names:" \
+        echo "error: unknown dataset ${bad[*]} in $what (no configs/datasets/<name>.yaml); available:" \
              "$(cd "$REPO_DIR/configs/datasets" && ls -- *.yaml | sed 's/\.yaml$//' | tr '\n' ' ')" >&2
         exit 2
     fi
