@@ -35,6 +35,8 @@ def slurm(tmp_path_factory):
     try:
         reason = cluster.start()
         if reason:
+            if os.environ.get("CI") == "true":  # .ci/run installs SLURM: a skip there hides a bug
+                pytest.fail(reason)
             pytest.skip(reason)
         yield cluster
     finally:
