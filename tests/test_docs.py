@@ -132,15 +132,13 @@ def test_readme_states_the_ivlp_depth_and_parameters_the_scripts_run():
     import train
     from dassl.engine import TRAINER_REGISTRY
     from dpl.cost import trainable_parameters
-    from tests.helpers.tiny_clip import TinyClipSpec, build_tiny_clip
+    from tests.helpers.tiny_clip import VIT_B16, build_tiny_clip
 
     name = script_default_cfg("IVLP")
     cfg = train.setup_cfg(train.get_parser().parse_args(
         ["--config-file", os.path.join(REPO, "configs", "trainers", "IVLP", f"{name}.yaml")]))
-    b16 = TinyClipSpec(embed_dim=512, image_size=224, patch_size=16, vision_layers=12, vision_width=768,
-                       text_layers=12, text_width=512)
     with torch.device("meta"):
-        clip_model = build_tiny_clip(b16).requires_grad_(False)
+        clip_model = build_tiny_clip(VIT_B16).requires_grad_(False)
     model = TRAINER_REGISTRY.get("IVLP").build_baseline(SimpleNamespace(cfg=cfg), clip_model, ["x"])
     depth = cfg.TRAINER.IVLP.PROMPT_DEPTH_TEXT
     assert (depth, cfg.TRAINER.IVLP.PROMPT_DEPTH_VISION, trainable_parameters(model)) == (12, 12, 30720)
