@@ -37,6 +37,7 @@ PRECISIONS = ("fp32", "amp", "fp16", "bf16")
 EPOCHS = 2
 PEAK_MARK = "GPU_CHECK_PEAK_BYTES="
 MAX_FUSED_DIFF = 1e-3  # fused vs reference outputs of bench_supernet (fp32)
+STEP_TIMEOUT = 20 * 60  # seconds; a hung step becomes a failed row instead of a hung check
 
 
 @dataclass
@@ -88,12 +89,17 @@ def run_step(device: str, target: List[str], log: Path, env: dict) -> Step:
     """Run ``target`` in a child process, its output to ``log``; return what it did."""
     argv = [sys.executable, str(Path(__file__).resolve()), "--device", device, "--child", *target]
     start = time.perf_counter()
-    proc = subprocess.run(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True)
+    try:
+        proc = subprocess.run(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, timeout=STEP_TIMEOUT)
+        code, output = proc.returncode, proc.stdout
+    except subprocess.TimeoutExpired as hung:
+        output = hung.output.decode(errors="replace") if isinstance(hung.output, bytes) else hung.output or ""
+        code, output = -1, output + f"\ntimed out after {STEP_TIMEOUT} s"
     seconds = time.perf_counter() - start
-    log.write_text(proc.stdout)
-    peaks = re.findall(rf"^{PEAK_MARK}(\d+)$", proc.stdout, flags=re.M)
-    return Step(proc.returncode, proc.stdout, seconds, int(peaks[-1]) if peaks else None)
+    log.write_text(output)
+    peaks = re.findall(rf"^{PEAK_MARK}(\d+)$", output, flags=re.M)
+    return Step(code, output, seconds, int(peaks[-1]) if peaks else None)
 
 
 def tail(text: str, lines: int = 3) -> str:
@@ -149,9 +155,15 @@ def train_target(trainer, out, data_root, clip_file, prec, tiny, extra=(), opts=
 
 
 def check_pipeline(device, workdir, env, data_root, clip_file, prec, tiny) -> List[Check]:
-    """DPLSearch -> DPLTrain -> --eval-only at one precision: three rows."""
+    """DPLSearch -> DPLTrain -> --eval-only at one precision: three rows.
+
+    Deterministic kernels (DPL_DETERMINISTIC=1), so that the eval-only process computes exactly the
+    logits training's final test did: a random-init CLIP's class scores are close, and kernels
+    autotuned differently in two processes could flip one.
+    """
     from dpl.artifact import load_artifact
 
+    env = dict(env, DPL_DETERMINISTIC="1")
     runs, logs = workdir / "runs" / prec, workdir / "logs"
     search_dir, train_dir, eval_dir = runs / "search", runs / "train", runs / "eval"
     rows = []
