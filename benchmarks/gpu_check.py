@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
@@ -76,6 +77,9 @@ def child_main(device: str, target: List[str]) -> None:
         run()
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    except Exception:  # a bug in the step: its traceback goes to the log, the peak is still reported
+        traceback.print_exc()
+        code = 1
     if device == "cuda" and torch.cuda.is_available():
         peak = max(torch.cuda.max_memory_allocated(i) for i in range(torch.cuda.device_count()))
     else:  # CPU: the process's peak resident memory (ru_maxrss is in KiB on Linux)
@@ -104,7 +108,7 @@ def run_step(device: str, target: List[str], log: Path, env: dict) -> Step:
 
 def tail(text: str, lines: int = 3) -> str:
     kept = [line for line in text.strip().splitlines() if line and not line.startswith(PEAK_MARK)]
-    return " | ".join(kept[-lines:])
+    return " / ".join(kept[-lines:])
 
 
 # --- the checks -----------------------------------------------------------------------------------
@@ -240,7 +244,8 @@ def format_table(checks: List[Check], device: str) -> str:
     from tabulate import tabulate
 
     memory = "peak memory" if device == "cuda" else "peak RSS"
-    rows = [[c.name, ("ok" if c.ok else "FAIL" if c.ok is False else "skip") + f": {c.result}",
+    rows = [[c.name, ("ok" if c.ok else "FAIL" if c.ok is False else "skip") + ": "
+             + c.result.replace("|", "/"),
              f"{c.seconds:.1f} s" if c.seconds else "-",
              f"{c.peak_bytes / 2**20:,.0f} MiB" if c.peak_bytes is not None else "-"] for c in checks]
     return tabulate(rows, headers=["check", "result", "time", memory], tablefmt="github")

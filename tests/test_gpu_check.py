@@ -93,3 +93,14 @@ def test_readme_names_the_gpu_check_in_its_gpu_section():
     section = readme.split("## Reproducibility, resuming and GPUs", 1)[1].split("\n## ", 1)[0]
     assert "bash scripts/gpu_check.sh" in section and os.path.isfile(os.path.join(REPO, "scripts", "gpu_check.sh"))
     assert f"({', '.join(gpu_check.PRECISIONS)})" in section
+
+
+def test_a_crashing_step_reports_its_traceback_and_peak_memory(tmp_path):
+    script = tmp_path / "boom.py"
+    script.write_text("print('starting')\nraise RuntimeError('boom')\n")
+    step = gpu_check.run_step("cpu", [str(script)], tmp_path / "boom.log", dict(os.environ))
+    assert step.code == 1 and "RuntimeError: boom" in step.output and step.peak_bytes > 0
+    assert (tmp_path / "boom.log").read_text() == step.output
+    row = gpu_check.Check("boom", False, f"exit {step.code}: {gpu_check.tail(step.output)}", step.seconds,
+                          step.peak_bytes)
+    assert table_rows(gpu_check.format_table([row], "cpu"))["boom"][0].endswith("RuntimeError: boom")
