@@ -14,21 +14,12 @@ import torch
 from open_clip.transformer import LayerNorm, QuickGELU, ResidualAttentionBlock
 
 from dpl.attention import supernet_block
-from tests.helpers.dataset_fixtures import write_fixture
 from tests.helpers.runs import (REPO, final_accuracy, run_killed_after_first_epoch, run_train, tiny_opts,
                                 train_args)
+# MANUAL: 2 prompt tokens in every block (DPLTrain without a search); data_root: the miniature DTD.
+from tests.test_precision import MANUAL, data_root  # noqa: F401  (data_root is a fixture)
 
 pytestmark = pytest.mark.cuda
-
-# A manual DPL configuration (2 tokens in every block of both encoders): DPLTrain without a search.
-MANUAL = ["TRAINER.DPL.MANUAL.TEXT_LENGTH", "2", "TRAINER.DPL.MANUAL.VISION_LENGTH", "2"]
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    write_fixture("DescribableTextures", root)
-    return root
 
 
 def artifact_without_timestamp(path):
