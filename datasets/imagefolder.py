@@ -33,6 +33,7 @@ from dassl.utils import listdir_nohidden
 
 from datasets.coop_base import CoOpDataset, Splits
 from datasets.errors import DatasetFormatError, DatasetLayoutError
+from user_errors import UserError
 from dpl.classifier import IMAGE_EXTENSIONS
 
 OWN_DOCS = 'docs/DATASETS.md ("Your own data")'
@@ -102,7 +103,7 @@ class OwnDataset(CoOpDataset):
         self.test_fraction = float(getattr(cfg.DATASET, "TEST_FRACTION", 0.2))
         if not (0 < self.val_fraction < 1 and 0 < self.test_fraction < 1
                 and self.val_fraction + self.test_fraction < 1):
-            raise ValueError(
+            raise UserError(
                 f"DATASET.VAL_FRACTION {self.val_fraction} and DATASET.TEST_FRACTION {self.test_fraction} "
                 "must each lie in (0, 1) and sum to less than 1; e.g. pass DATASET.VAL_FRACTION 0.2."
             )

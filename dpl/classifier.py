@@ -25,6 +25,7 @@ from torchvision import transforms as T
 from dpl.artifact import ArtifactError, check_backbone, check_fits, load_artifact, lengths_from_artifact
 from dpl.clip_loader import backbone_record, load_clip, preprocess_of
 from dpl.model import DPLCLIP, build_fixed_model, model_dims
+from user_errors import UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 PROMPT_MODULE = "prompt_learner"  # the registered name of the prompts in a run folder
@@ -46,7 +47,7 @@ def eval_transform(size: Sequence[int], mean: Sequence[float], std: Sequence[flo
                    interpolation: str = "bicubic", normalize: bool = True) -> T.Compose:
     """PIL image -> (3, H, W) tensor exactly as the run's evaluation transform."""
     if interpolation not in INTERPOLATIONS:
-        raise ValueError(f"interpolation {interpolation!r} is unknown; use one of {list(INTERPOLATIONS)}.")
+        raise UserError(f"interpolation {interpolation!r} is unknown; use one of {list(INTERPOLATIONS)}.")
     size = tuple(int(v) for v in size)
     ops = [T.Resize(max(size), interpolation=INTERPOLATIONS[interpolation]), T.CenterCrop(size),
            T.ToTensor()]
@@ -114,7 +115,7 @@ def find_prompt_checkpoint(run_dir: str, epoch: Optional[int] = None) -> str:
                       for m in [re.fullmatch(r"model\.pth\.tar-(\d+)", f)] if m]
             path = os.path.join(folder, f"model.pth.tar-{max(epochs)}" if epochs else "model-best.pth.tar")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"No prompt checkpoint {path}; is {run_dir} the output folder of a "
+        raise ArtifactError(f"No prompt checkpoint {path}; is {run_dir} the output folder of a "
                                 "finished DPLTrain run (with --load-epoch / epoch as it saved)?")
     return path
 

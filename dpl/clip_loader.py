@@ -34,6 +34,7 @@ import open_clip
 import torch
 from open_clip.model import (CLIP, build_model_from_openai_state_dict, convert_weights_to_lp,
                              set_model_preprocess_cfg)
+from user_errors import UserError
 
 # The usual OpenAI file names, as the `clip` package stores them under ~/.cache/clip.
 OPENAI_FILENAMES = {
@@ -58,7 +59,7 @@ OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 CLIP_VOCAB_SIZE = 49408
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A CLIP checkpoint is missing, unreadable or not in OpenAI's format."""
 
 
@@ -167,10 +168,10 @@ def load_clip(
     "fp16" casts matmul weights to half (CUDA only).
     """
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        raise UserError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     device = torch.device(device) if device is not None else torch.device("cpu")
     if precision == "fp16" and device.type != "cuda":
-        raise ValueError(
+        raise UserError(
             "PREC fp16 needs a CUDA device; on CPU use fp32 (e.g. add `TRAINER.DPL.PREC fp32`)."
         )
     file = resolve_checkpoint(backbone, path)

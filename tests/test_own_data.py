@@ -13,6 +13,7 @@ from dassl.data.datasets import build_dataset
 from datasets.errors import DatasetFormatError, DatasetLayoutError
 from tests.helpers.runs import REPO
 from trainers.config import extend_cfg
+from user_errors import UserError
 
 CLASSES = {"red_fox": (200, 40, 30), "green-frog": (40, 190, 60), "blue": (40, 60, 200)}
 
@@ -106,7 +107,7 @@ def test_imagefolder_errors_name_the_problem(tmp_path, damage, error, words):
 
 
 def test_split_fractions_are_checked(tmp_path):
-    with pytest.raises(ValueError, match="DATASET.VAL_FRACTION 0.6 and DATASET.TEST_FRACTION 0.5"):
+    with pytest.raises(UserError, match="DATASET.VAL_FRACTION 0.6 and DATASET.TEST_FRACTION 0.5"):
         load(make_imagefolder(tmp_path / "d"), VAL_FRACTION=0.6, TEST_FRACTION=0.5)
 
 

@@ -28,7 +28,7 @@ from dpl.classifier import IMAGE_EXTENSIONS  # noqa: E402
 
 
 class PredictError(ValueError):
-    """A mistake in the command line; reported as one line, exit code 2."""
+    """A mistake in the command line or the run's files; reported as one line, exit code 2."""
 
 
 def parse_run(run: str) -> dict:
@@ -134,8 +134,7 @@ def main(argv: Optional[Sequence[str]] = None) -> list:
 
 def run(args) -> list:
     from dpl.classifier import load_classifier
-    from dpl.clip_loader import CheckpointError
-    from dpl.artifact import ArtifactError
+    from user_errors import UserError
 
     if args.topk < 1 or args.batch_size < 1:
         raise PredictError("--topk and --batch-size must be >= 1.")
@@ -145,7 +144,7 @@ def run(args) -> list:
     try:
         clf = load_classifier(spec["run_dir"], clip_path=spec["clip_path"], clip_config=spec["clip_config"],
                               classnames=names, epoch=spec["epoch"], device=args.device)
-    except (ArtifactError, CheckpointError, FileNotFoundError) as err:
+    except (UserError, FileNotFoundError) as err:
         raise PredictError(" ".join(str(err).split())) from None
     results = predict_files(clf, files, args.topk, args.batch_size)
     print(format_table(results))

@@ -1,4 +1,4 @@
-"""The training engine: TrainerBase -> SimpleTrainer -> TrainerX (docs/DASSL_API.md §1.3).
+"""The training engine: TrainerBase -> SimpleTrainer -> TrainerX (as in Dassl 0.6.3).
 
 Loop: ``before_train``; per epoch ``before_epoch``, ``run_epoch``, ``after_epoch``; ``after_train``.
 Checkpoints: ``OUTPUT_DIR/<model name>/model.pth.tar-<epoch+1>`` (+ ``model-best.pth.tar`` with
@@ -27,8 +27,9 @@ from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import (
     AverageMeter, MetricMeter, count_num_param, get_rng_state, load_checkpoint,
     load_pretrained_weights, mkdir_if_missing, read_checkpoint_pointer, resume_from_checkpoint,
-    save_checkpoint, tolist_if_not,
+    newest_loadable, save_checkpoint, tolist_if_not,
 )
+from user_errors import NonFiniteLossError, UserError
 
 __all__ = ["SimpleNet", "TrainerBase", "SimpleTrainer", "TrainerX", "TrainerXU"]
 
@@ -43,7 +44,7 @@ class SimpleNet(nn.Module):
     def __init__(self, cfg, model_cfg, num_classes, **kwargs):
         super().__init__()
         if model_cfg.BACKBONE.NAME not in ("", "flatten"):
-            raise ValueError(
+            raise UserError(
                 "SimpleNet has no backbone {!r} (this Dassl subset has no backbone registry); "
                 "override build_model() in your trainer.".format(model_cfg.BACKBONE.NAME))
         height, width = cfg.INPUT.SIZE
@@ -132,7 +133,7 @@ class TrainerBase:
             return 0
 
         print("Found checkpoint at {} (will resume training)".format(directory))
-        files = _common_epoch_files(directory, names)
+        files = newest_loadable(directory, _common_epoch_files(directory, names))
         start_epoch = 0
         for name in names:
             start_epoch = resume_from_checkpoint(
@@ -194,7 +195,7 @@ class TrainerBase:
             if epoch is not None and batch is not None:
                 where = " at epoch {}/{}, batch {}/{}".format(
                     epoch + 1, getattr(self, "max_epoch", "?"), batch + 1, getattr(self, "num_batches", "?"))
-            raise FloatingPointError(
+            raise NonFiniteLossError(
                 "Loss is infinite or NaN!{} (loss={}); lower OPTIM.LR or use fp32 precision.".format(
                     where, loss.detach().flatten()[:4].tolist()))
 

@@ -1,7 +1,7 @@
 """``build_lr_scheduler(optimizer, cfg.OPTIM)`` with optional constant / linear warm-up.
 
 Stepped once per epoch. LR during epoch e (0-based) for cosine + constant warm-up of W epochs:
-CONS_LR for e < W, then ``0.5 * LR * (1 + cos(pi * (e - W) / MAX_EPOCH))`` (docs/DASSL_API.md §1.8).
+CONS_LR for e < W, then ``0.5 * LR * (1 + cos(pi * (e - W) / MAX_EPOCH))`` (as in Dassl 0.6.3).
 
 Unlike real Dassl, a warm-up scheduler's ``state_dict`` stores its successor's *state dict* (plain
 values), not the successor object, so checkpoints load with ``weights_only=True`` and a resumed
@@ -10,6 +10,7 @@ schedule keeps driving the live optimizer.
 from __future__ import annotations
 
 from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler, MultiStepLR, StepLR
+from user_errors import UserError
 
 __all__ = ["build_lr_scheduler", "ConstantWarmupScheduler", "LinearWarmupScheduler", "AVAI_SCHEDS"]
 
@@ -87,7 +88,7 @@ def build_lr_scheduler(optimizer, optim_cfg):
     max_epoch = optim_cfg.MAX_EPOCH
 
     if lr_scheduler not in AVAI_SCHEDS:
-        raise ValueError("scheduler must be one of {}, but got {}".format(AVAI_SCHEDS, lr_scheduler))
+        raise UserError("scheduler must be one of {}, but got {}".format(AVAI_SCHEDS, lr_scheduler))
 
     if lr_scheduler == "single_step":
         if isinstance(stepsize, (list, tuple)):
@@ -118,7 +119,7 @@ def build_lr_scheduler(optimizer, optim_cfg):
             scheduler = LinearWarmupScheduler(
                 optimizer, scheduler, optim_cfg.WARMUP_EPOCH, optim_cfg.WARMUP_MIN_LR)
         else:
-            raise ValueError(
+            raise UserError(
                 "OPTIM.WARMUP_TYPE must be 'constant' or 'linear', but got {!r}".format(
                     optim_cfg.WARMUP_TYPE))
 
