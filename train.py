@@ -28,7 +28,9 @@ import yaml
 from dassl.config import get_cfg_default
 from dassl.data.datasets import DATASET_REGISTRY
 from dassl.engine import TRAINER_REGISTRY, build_trainer
-from dassl.utils import check_availability, collect_env_info, set_random_seed, setup_logger
+from dassl.utils import Logger, check_availability, collect_env_info, set_random_seed, setup_logger
+from dassl.utils.distributed import (close_distributed, get_world_size, init_distributed,
+                                     is_main_process, per_rank_batch)
 
 
 def _skip_missing(err, names, what):
@@ -241,11 +243,12 @@ def print_args(args, cfg):
 def run(args):
     cfg = setup_cfg(args)
     validate_cfg(cfg)
+    init_distributed(cfg.USE_CUDA)  # under torchrun: join the job (README "Multi-GPU")
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
 
-    logger = setup_logger(cfg.OUTPUT_DIR)
+    logger = setup_logger(cfg.OUTPUT_DIR) if is_main_process() else quiet_stdout()
     try:
         _run_logged(args, cfg)
     except Exception as err:
@@ -260,9 +263,28 @@ def run(args):
         if sys.stdout is logger:
             sys.stdout = logger.console
         logger.close()
+        close_distributed()
+
+
+def quiet_stdout():
+    """Ranks > 0 of a torchrun job print nothing (rank 0 logs); their errors still reach stderr."""
+    logger = Logger(console=open(os.devnull, "w"))
+    sys.stdout = logger
+    return logger
+
+
+def print_world(cfg):
+    """World size and per-rank batch (DATALOADER.TRAIN_X.BATCH_SIZE is the global batch)."""
+    batch, world = cfg.DATALOADER.TRAIN_X.BATCH_SIZE, get_world_size()
+    try:
+        local = per_rank_batch(batch)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    print(f"World size: {world} process(es); global batch {batch}, per-rank batch {local}")
 
 
 def _run_logged(args, cfg):
+    print_world(cfg)
     configure_determinism(cfg)
     export_clip_checkpoint(cfg)
     print_args(args, cfg)

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from dassl.metrics import compute_accuracy
 from dassl.utils import load_checkpoint
 from dpl.clip_loader import PRECISIONS, load_clip
+from dpl.distributed import SyncedGradScaler, batch_share
 
 
 
@@ -46,10 +47,12 @@ class PromptStepMixin:
     """One training step on the prompts: cross-entropy (+ optional extra terms), fp32 or AMP.
 
     Needs ``self.model``, ``self.optim`` and ``self.scaler`` (a GradScaler for PREC amp, else None).
+    Under torchrun the loss is weighted by this rank's share of the global batch before backward
+    (the engine sums the ranks' gradients), so a step equals one process on the global batch.
     """
 
     def make_scaler(self, prec: str):
-        return torch.amp.GradScaler(self.device.type) if prec == "amp" else None
+        return SyncedGradScaler(self.device.type) if prec == "amp" else None
 
     def prompt_step(self, image, label, extra_loss=None) -> dict:
         """``extra_loss(logits, image) -> (loss_term, summary_dict)`` is added to the CE loss."""
@@ -67,12 +70,12 @@ class PromptStepMixin:
                 logits, loss, summary = compute()
             self.optim.zero_grad()
             self.detect_anomaly(loss)
-            self.scaler.scale(loss).backward()
+            self.scaler.scale(loss * batch_share(label)).backward()
             self.scaler.step(self.optim)
             self.scaler.update()
         else:
             logits, loss, summary = compute()
-            self.model_backward_and_update(loss)
+            self.model_backward_and_update(loss * batch_share(label))
         out = {"loss": loss.item(), "acc": compute_accuracy(logits, label)[0].item(), **summary}
         if (self.batch_idx + 1) == self.num_batches:
             self.update_lr()

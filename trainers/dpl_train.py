@@ -13,6 +13,7 @@ from dassl.optim import build_lr_scheduler, build_optimizer
 
 from dpl.artifact import (ArtifactError, fixed_artifact, lengths_from_artifact, load_artifact,
                           save_artifact)
+from dpl.distributed import is_main_process
 from dpl.model import build_fixed_model, model_dims
 from dpl.text_inputs import TEXT_INPUTS
 from trainers._common import (CachedTextEvalMixin, PromptCheckpointMixin, PromptStepMixin,
@@ -62,7 +63,8 @@ class DPLTrain(CachedTextEvalMixin, PromptCheckpointMixin, PromptStepMixin, Trai
                                  {"manual": True, "dataset": cfg.DATASET.NAME})
             print("Manual prompt configuration (TRAINER.DPL.MANUAL)")
         # Keep the configuration next to the prompts: an eval-only run needs both.
-        save_artifact(os.path.join(self.output_dir, "prompt_config.json"), art)
+        if is_main_process():
+            save_artifact(os.path.join(self.output_dir, "prompt_config.json"), art)
         print(f"  text lengths:   {text_lengths}")
         print(f"  vision lengths: {vision_lengths}")
         self.model = build_fixed_model(
