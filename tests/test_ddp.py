@@ -357,3 +357,37 @@ def test_killed_torchrun_search_resumes_to_the_uninterrupted_result(data_root, t
         a = torch.load(killed / name / f"model.pth.tar-{EPOCHS}", weights_only=True)["state_dict"]
         b = torch.load(ref / name / f"model.pth.tar-{EPOCHS}", weights_only=True)["state_dict"]
         assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
+# ---------------------------------------------------------------------------------------------
+# AMP: an inf gradient on one rank makes every rank skip the step.
+
+def _amp_step(rank, out):
+    from dassl.utils.distributed import install_grad_sync
+    from dpl.distributed import SyncedGradScaler
+
+    _init(rank)
+    param = torch.nn.Parameter(torch.ones(3))
+    optim = torch.optim.SGD([param], lr=0.1)
+    install_grad_sync(optim)
+    scaler = SyncedGradScaler("cpu", init_scale=4.0)
+    steps = []
+    for broken in (1, None):  # step 1: rank 1's loss is inf; step 2: finite everywhere
+        optim.zero_grad()
+        loss = (param * (float("inf") if rank == broken else 1.0)).sum() / WORLD
+        scaler.scale(loss).backward()
+        scaler.step(optim)
+        scaler.update()
+        steps.append((param.detach().clone(), scaler.get_scale()))
+    torch.save(steps, os.path.join(out, f"amp{rank}.pt"))
+    _close(rank)
+
+
+def test_amp_ranks_skip_a_step_together_and_keep_one_scale(tmp_path):
+    run_ranks(_amp_step, WORLD, str(tmp_path))
+    steps = [torch.load(tmp_path / f"amp{r}.pt", weights_only=True) for r in range(WORLD)]
+    for (p0, s0), (p1, s1) in zip(*steps):
+        assert torch.equal(p0, p1) and s0 == s1
+    (skipped, scale1), (stepped, scale2) = steps[0]
+    assert torch.equal(skipped, torch.ones(3)) and scale1 == 2.0  # inf on rank 1: nobody steps
+    assert torch.allclose(stepped, torch.full((3,), 0.9)) and scale2 == 2.0  # summed grad 1
