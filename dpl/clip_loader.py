@@ -31,7 +31,7 @@ OPENAI_FILENAMES = {
     "ViT-L/14@336px": "ViT-L-14-336px.pt",
 }
 
-PRECISIONS = ("fp32", "fp16", "amp")
+PRECISIONS = ("fp32", "fp16", "amp", "bf16")  # dpl/precision.py says what each means
 
 
 class CheckpointError(RuntimeError):
@@ -115,7 +115,8 @@ def load_clip(
 ) -> CLIP:
     """Build a frozen open_clip ``CLIP`` in eval mode from a local OpenAI-format checkpoint.
 
-    precision: "fp32" and "amp" keep fp32 weights; "fp16" casts matmul weights to half (CUDA only).
+    precision: "fp32", "amp" and "bf16" keep fp32 weights (the last two autocast the forward pass);
+    "fp16" casts matmul weights to half (CUDA only).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")

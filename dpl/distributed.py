@@ -29,6 +29,15 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
+def from_rank0(value):
+    """Rank 0's ``value`` (any picklable object) on every rank."""
+    if world_size() <= 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 # ---------------------------------------------------------------------------------------------
 # Class sharding.
 

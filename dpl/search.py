@@ -2,7 +2,9 @@
 
 ``BilevelSearch`` owns the α optimizer and performs one first-order iteration: an α step on a
 validation mini-batch, then a prompt step on a training mini-batch (Algorithm 1 order). The caller
-owns the prompt optimizer (e.g. Dassl's SGD + cosine schedule) and the data.
+owns the prompt optimizer (e.g. Dassl's SGD + cosine schedule) and the data. Mixed precision
+(``precision``, dpl/precision.py): forward passes under autocast, each update (α, prompts) through
+its own GradScaler for "amp".
 """
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from dpl.artifact import derive_lengths, dominant_flags
+from dpl.precision import (autocast, grad_scaler, optimizer_step, scaled_backward,
+                           scaled_step)
 
 UPDATE_MODES = ("alternate", "simultaneous")
 
@@ -24,10 +28,13 @@ class BilevelSearch:
     mode: "alternate" — α step then prompt step, each with its own text pass (Algorithm 1);
           "simultaneous" — one text pass shared by both steps (cheaper; α and prompts see the same
           pre-update state, so it is not Algorithm 1's order).
+    precision: "fp32" / "fp16" (weights as loaded) / "amp" / "bf16" (autocast forward; "amp" also
+          gives ``alpha_scaler`` and ``prompt_scaler``, one GradScaler per optimizer).
     """
 
     def __init__(self, model, prompt_optimizer, lr=3.5e-3, betas=(0.5, 0.999), weight_decay=0.0,
-                 mode: str = "alternate", loss_fn: Callable = F.cross_entropy):
+                 mode: str = "alternate", loss_fn: Callable = F.cross_entropy,
+                 precision: str = "fp32"):
         if mode not in UPDATE_MODES:
             raise ValueError(f"UPDATE_MODE must be one of {UPDATE_MODES}, got {mode!r}")
         self.model = model
@@ -40,27 +47,48 @@ class BilevelSearch:
                                                 weight_decay=weight_decay)
         self.mode = mode
         self.loss_fn = loss_fn
+        self.precision = precision
+        self.device_type = self.arch_params[0].device.type
+        self.alpha_scaler = grad_scaler(precision, self.device_type)
+        self.prompt_scaler = grad_scaler(precision, self.device_type)
+
+    def scaler_state(self) -> dict:
+        """{"alpha": ..., "prompts": ...} GradScaler states (plain values); {} without scalers."""
+        if self.alpha_scaler is None:
+            return {}
+        return {"alpha": self.alpha_scaler.state_dict(), "prompts": self.prompt_scaler.state_dict()}
+
+    def load_scaler_state(self, state: dict) -> None:
+        if self.alpha_scaler is not None and state:
+            self.alpha_scaler.load_state_dict(state["alpha"])
+            self.prompt_scaler.load_state_dict(state["prompts"])
+
+    def _forward_loss(self, images, labels, text_features=None):
+        with autocast(self.precision, self.device_type):
+            logits = self.model(images, text_features=text_features)
+            loss = self.loss_fn(logits, labels)
+        return logits, loss
 
     def step(self, train_batch, val_batch) -> dict:
         """One iteration. Batches are ``(images, labels)`` on the model's device."""
         if self.mode == "alternate":
-            val_loss = self._update(val_batch, self.arch_params, self.alpha_optimizer)
+            val_loss = self._update(val_batch, self.arch_params, self.alpha_optimizer,
+                                    self.alpha_scaler)
             train_loss, logits = self._update(train_batch, self.prompt_params,
-                                              self.prompt_optimizer, return_logits=True)
+                                              self.prompt_optimizer, self.prompt_scaler,
+                                              return_logits=True)
         else:
             val_loss, train_loss, logits = self._simultaneous(train_batch, val_batch)
         acc = (logits.argmax(dim=1) == train_batch[1]).float().mean().item() * 100
         return {"loss": train_loss, "loss_val": val_loss, "acc": acc}
 
-    def _update(self, batch, params, optimizer, return_logits=False):
+    def _update(self, batch, params, optimizer, scaler, return_logits=False):
         images, labels = batch
         optimizer.zero_grad(set_to_none=True)
-        logits = self.model(images)
-        loss = self.loss_fn(logits, labels)
+        logits, loss = self._forward_loss(images, labels)
         _check_finite(loss)
         # `inputs=` keeps gradients out of the other parameter set (no cross-contamination).
-        loss.backward(inputs=params)
-        optimizer.step()
+        scaled_step(loss, optimizer, scaler, inputs=params)
         if return_logits:
             return loss.item(), logits.detach()
         return loss.item()
@@ -68,16 +96,17 @@ class BilevelSearch:
     def _simultaneous(self, train_batch, val_batch):
         self.alpha_optimizer.zero_grad(set_to_none=True)
         self.prompt_optimizer.zero_grad(set_to_none=True)
-        text = self.model.encode_text()
-        val_loss = self.loss_fn(self.model(val_batch[0], text_features=text), val_batch[1])
-        logits = self.model(train_batch[0], text_features=text)
-        train_loss = self.loss_fn(logits, train_batch[1])
+        with autocast(self.precision, self.device_type):
+            text = self.model.encode_text()
+        _, val_loss = self._forward_loss(*val_batch, text_features=text)
+        logits, train_loss = self._forward_loss(*train_batch, text_features=text)
         _check_finite(val_loss)
         _check_finite(train_loss)
-        val_loss.backward(inputs=self.arch_params, retain_graph=True)
-        train_loss.backward(inputs=self.prompt_params)
-        self.alpha_optimizer.step()
-        self.prompt_optimizer.step()
+        # Both backward passes before either step: both see the pre-update parameters.
+        scaled_backward(val_loss, self.alpha_scaler, inputs=self.arch_params, retain_graph=True)
+        scaled_backward(train_loss, self.prompt_scaler, inputs=self.prompt_params)
+        optimizer_step(self.alpha_optimizer, self.alpha_scaler)
+        optimizer_step(self.prompt_optimizer, self.prompt_scaler)
         return val_loss.item(), train_loss.item(), logits.detach()
 
 

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from dassl.metrics import compute_accuracy
 from dassl.utils import load_checkpoint
 from dpl.clip_loader import PRECISIONS, load_clip
-from dpl.distributed import SyncedGradScaler, batch_share
+from dpl.distributed import batch_share
+from dpl.precision import autocast, grad_scaler, scaled_step
 
 
 
@@ -44,42 +45,50 @@ def clip_from_cfg(cfg, section: str, device):
 
 
 class PromptStepMixin:
-    """One training step on the prompts: cross-entropy (+ optional extra terms), fp32 or AMP.
+    """One training step on the prompts: cross-entropy (+ optional extra terms) at the trainer's
+    precision (dpl/precision.py: fp32, fp16, amp with a GradScaler, bf16 autocast).
 
-    Needs ``self.model``, ``self.optim`` and ``self.scaler`` (a GradScaler for PREC amp, else None).
+    Needs ``self.model``, ``self.optim`` and ``self.scaler = self.make_scaler(prec)``, which also
+    selects the autocast of the forward pass. The scaler's state is checkpointed (trainer_state).
     Under torchrun the loss is weighted by this rank's share of the global batch before backward
     (the engine sums the ranks' gradients), so a step equals one process on the global batch.
     """
 
     def make_scaler(self, prec: str):
-        return SyncedGradScaler(self.device.type) if prec == "amp" else None
+        """A GradScaler for PREC amp, else None; remembers ``prec`` for ``prompt_step``."""
+        self.step_precision = prec
+        return grad_scaler(prec, self.device.type)
 
     def prompt_step(self, image, label, extra_loss=None) -> dict:
         """``extra_loss(logits, image) -> (loss_term, summary_dict)`` is added to the CE loss."""
-
-        def compute():
+        with autocast(getattr(self, "step_precision", "fp32"), self.device.type):
             logits = self.model(image)
             loss, summary = F.cross_entropy(logits, label), {}
             if extra_loss is not None:
                 term, summary = extra_loss(logits, image)
                 loss = loss + term
-            return logits, loss, summary
-
-        if self.scaler is not None:
-            with torch.autocast(device_type=self.device.type):
-                logits, loss, summary = compute()
+        share = loss * batch_share(label)  # torchrun: this rank's part of the global-batch mean
+        if self.scaler is None:
+            self.model_backward_and_update(share)
+        else:
             self.optim.zero_grad()
             self.detect_anomaly(loss)
-            self.scaler.scale(loss * batch_share(label)).backward()
-            self.scaler.step(self.optim)
-            self.scaler.update()
-        else:
-            logits, loss, summary = compute()
-            self.model_backward_and_update(loss * batch_share(label))
+            scaled_step(share, self.optim, self.scaler)
         out = {"loss": loss.item(), "acc": compute_accuracy(logits, label)[0].item(), **summary}
         if (self.batch_idx + 1) == self.num_batches:
             self.update_lr()
         return out
+
+    def trainer_state(self):
+        state = super().trainer_state()
+        if getattr(self, "scaler", None) is not None:
+            state["grad_scaler"] = self.scaler.state_dict()
+        return state
+
+    def load_trainer_state(self, state):
+        super().load_trainer_state(state)
+        if getattr(self, "scaler", None) is not None and "grad_scaler" in state:
+            self.scaler.load_state_dict(state["grad_scaler"])
 
 
 class CachedTextEvalMixin:
@@ -137,6 +146,40 @@ class PromptCheckpointMixin:
         if keep > 0:
             for name in self.get_model_names():
                 prune_checkpoints(os.path.join(self.output_dir, name), keep)
+
+    def before_train(self):
+        super().before_train()  # resumes: self.start_epoch = the saved epoch
+        if self.start_epoch > 0:
+            rebuild_lr_schedulers(self, self.start_epoch)
+
+
+def rebuild_lr_schedulers(trainer, epoch: int) -> None:
+    """Replace each registered LR scheduler by a fresh one from ``cfg.OPTIM``, stepped ``epoch``
+    times (once per finished epoch, as the trainers step it), driving the live optimizer.
+
+    The real Dassl's warm-up scheduler restores a pickled copy of its successor that is bound to a
+    stale copy of the optimizer, so after a resume the LR stayed frozen at its value from the kill.
+    A schedule is a pure function of the epoch, so rebuilding it gives the uninterrupted run's LRs
+    on either engine.
+    """
+    import warnings
+
+    from dassl.optim import build_lr_scheduler
+
+    for name in trainer.get_model_names():
+        old, optim = trainer._scheds[name], trainer._optims[name]
+        if old is None or optim is None:
+            continue
+        for group in optim.param_groups:  # the state a fresh optimizer starts the schedule from
+            group["lr"] = group.get("initial_lr", group["lr"])
+        sched = build_lr_scheduler(optim, trainer.cfg.OPTIM)
+        with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": intended
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(epoch):
+                sched.step()
+        trainer._scheds[name] = sched
+        if getattr(trainer, "sched", None) is old:
+            trainer.sched = sched
 
 
 def prune_checkpoints(folder: str, keep: int) -> None:

@@ -26,7 +26,7 @@ def extend_cfg(cfg):
 
 def _add_dpl(cfg):
     cfg.TRAINER.DPL = CN()
-    cfg.TRAINER.DPL.PREC = "fp32"  # fp32 / fp16 / amp
+    cfg.TRAINER.DPL.PREC = "fp32"  # fp32 / fp16 / amp / bf16 (dpl/precision.py)
     cfg.TRAINER.DPL.CONFIG_FILE = ""  # prompt_config.json from DPLSearch, read by DPLTrain
     cfg.TRAINER.DPL.TEXT_INPUT = "default"  # default / custom / ensemble
     cfg.TRAINER.DPL.KD_WEIGHT = 0.0  # 0 = no teacher is built at all
@@ -91,5 +91,5 @@ def _add_baselines(cfg):
 def _add_zeroshot(cfg):
     # ZeroshotCLIP (CoOp) had no keys of its own: it ran CLIP's fp16 weights with CoOp's templates.
     cfg.TRAINER.ZEROSHOTCLIP = CN()
-    cfg.TRAINER.ZEROSHOTCLIP.PREC = "fp16"  # fp16 (CUDA) / fp32 / amp
+    cfg.TRAINER.ZEROSHOTCLIP.PREC = "fp16"  # fp16 (CUDA) / fp32 / amp / bf16
     cfg.TRAINER.ZEROSHOTCLIP.TEMPLATE = ""  # "" = CoOp's template for DATASET.NAME, e.g. "{} texture."

@@ -3,7 +3,10 @@
 Loop: ``before_train``; per epoch ``before_epoch``, ``run_epoch``, ``after_epoch``; ``after_train``.
 Checkpoints: ``OUTPUT_DIR/<model name>/model.pth.tar-<epoch+1>`` (+ ``model-best.pth.tar`` with
 ``TEST.FINAL_MODEL best_val``) and a ``checkpoint`` pointer file. Re-running in the same OUTPUT_DIR
-(or with ``RESUME``) resumes at the saved epoch with the saved LR schedule and RNG states.
+(or with ``RESUME``) resumes at the saved epoch with the saved LR schedule, RNG states, trainer
+state (``trainer_state()``) and best validation result.
+A trainer may set ``self.stop_requested = True`` (e.g. early stopping): the loop ends after the
+current epoch, and ``after_train`` runs as usual.
 """
 from __future__ import annotations
 
@@ -74,6 +77,7 @@ class TrainerBase:
         self._optims = OrderedDict()
         self._scheds = OrderedDict()
         self._writer = None
+        self.stop_requested = False
 
     def register_model(self, name="model", model=None, optim=None, sched=None):
         for attr in ("_models", "_optims", "_scheds"):
@@ -102,20 +106,24 @@ class TrainerBase:
         """
         rng_state = get_rng_state()  # one snapshot for all models: they are saved "at once"
         rank_states = all_rank_rng_states(rng_state)
-        extra = {"rank_rng_states": rank_states} if rank_states else {}
+        trainer_state = self.trainer_state()
         names = self.get_model_names() if is_main_process() else []
         for name in names:
             optim, sched = self._optims[name], self._scheds[name]
+            checkpoint = {
+                "state_dict": self._models[name].state_dict(),
+                "epoch": epoch + 1,
+                "optimizer": optim.state_dict() if optim is not None else None,
+                "scheduler": sched.state_dict() if sched is not None else None,
+                "val_result": val_result,
+                "rng_state": rng_state,
+            }
+            if trainer_state:  # only when there is some: files stay as real Dassl's otherwise
+                checkpoint["trainer_state"] = trainer_state
+            if rank_states:  # torchrun: every rank's RNG state, so each resumes its own
+                checkpoint["rank_rng_states"] = rank_states
             save_checkpoint(
-                {
-                    "state_dict": self._models[name].state_dict(),
-                    "epoch": epoch + 1,
-                    "optimizer": optim.state_dict() if optim is not None else None,
-                    "scheduler": sched.state_dict() if sched is not None else None,
-                    "val_result": val_result,
-                    "rng_state": rng_state,
-                    **extra,
-                },
+                checkpoint,
                 os.path.join(directory, name),
                 is_best=is_best,
                 model_name=model_name,
@@ -143,7 +151,20 @@ class TrainerBase:
             start_epoch = resume_from_checkpoint(
                 os.path.join(directory, name), self._models[name], self._optims[name], self._scheds[name],
                 fname=files[name])
+        state = load_checkpoint(os.path.join(directory, names[0], files[names[0]])).get("trainer_state")
+        if state:
+            self.load_trainer_state(state)
         return start_epoch
+
+    def trainer_state(self):
+        """Hook: run state beyond models/optimizers/schedulers (e.g. a GradScaler's state, a seed),
+        as a dict of plain values and tensors. Saved in every checkpoint under ``trainer_state``
+        and handed to ``load_trainer_state`` on resume. Default: nothing."""
+        return {}
+
+    def load_trainer_state(self, state):
+        """Hook: restore what ``trainer_state`` returned (called after the models are resumed)."""
+        pass
 
     def load_model(self, directory, epoch=None):
         """Load ``model-best.pth.tar`` (or ``model.pth.tar-<epoch>``) into every registered model."""
@@ -212,9 +233,13 @@ class TrainerBase:
 
         self.before_train()
         for self.epoch in range(self.start_epoch, self.max_epoch):
+            if self.stop_requested:  # e.g. set by before_train of a resumed, already settled run
+                break
             self.before_epoch()
             self.run_epoch()
             self.after_epoch()
+            if self.stop_requested:
+                break
         self.after_train()
 
     def before_train(self):
@@ -339,12 +364,28 @@ class SimpleTrainer(TrainerBase):
         if self.cfg.RESUME:
             directory = self.cfg.RESUME
         self.start_epoch = self.resume_model_if_exist(directory)
+        if self.start_epoch > 0:
+            self.best_result = self._stored_best_result(directory)
 
         writer_dir = os.path.join(self.output_dir, "tensorboard")
         mkdir_if_missing(writer_dir)
         self.init_writer(writer_dir)
 
         self.time_start = time.time()
+
+    def _stored_best_result(self, directory):
+        """The val_result of the run's ``model-best.pth.tar`` (so a resumed run only replaces it by
+        a strictly better epoch, as an uninterrupted one would); -inf when there is none."""
+        best = -np.inf
+        if self.cfg.TEST.FINAL_MODEL == "best_val" and not self.cfg.TEST.NO_TEST:
+            names = self.get_model_names()
+            path = os.path.join(directory, names[0], "model-best.pth.tar") if names else ""
+            if os.path.isfile(path):
+                stored = load_checkpoint(path).get("val_result")
+                if stored is not None:
+                    best = stored
+                    print("Best val result so far: {} ({})".format(best, path))
+        return best
 
     def after_train(self):
         print("Finish training")
