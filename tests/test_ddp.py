@@ -189,6 +189,13 @@ def _one_step(rank, trainer_name, root, clip_path, out):
         trainer.after_epoch()  # α history + checkpoints
     else:
         trainer.save_model(0, trainer.output_dir)
+    # Every rank resumes its own RNG state from rank 0's checkpoint (the states differ by rank).
+    torch.manual_seed(100 + rank)
+    saved = torch.get_rng_state()
+    trainer.save_model(1, trainer.output_dir)
+    torch.rand(3)
+    trainer.resume_model_if_exist(os.path.join(out, "out0" if rank >= 0 else "out-1"))
+    result["rng_restored"] = torch.equal(torch.get_rng_state(), saved)
     torch.save(result, os.path.join(out, f"rank{rank}.pt"))
     _close(rank)
 
@@ -202,6 +209,7 @@ def test_one_step_and_evaluation_on_two_ranks_equal_one_process(trainer, data_ro
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
     for got in ranks:
         assert got["counted"] == ref["counted"] == 10  # the test shards add up to the split
+        assert got["rng_restored"]
         assert got["accuracy"] == ref["accuracy"]
         # float32: other batch shapes alone move gradients by ~2e-6 of their scale (see above)
         for g, r in zip(got["grads"], ref["grads"]):
