@@ -273,18 +273,21 @@ def quiet_stdout():
     return logger
 
 
-def print_world(cfg):
-    """World size and per-rank batch (DATALOADER.TRAIN_X.BATCH_SIZE is the global batch)."""
+def print_world(cfg, training=True):
+    """World size and per-rank batch (DATALOADER.TRAIN_X.BATCH_SIZE is the global batch, which a
+    training run needs divisible by the world size)."""
     batch, world = cfg.DATALOADER.TRAIN_X.BATCH_SIZE, get_world_size()
     try:
         local = per_rank_batch(batch)
     except ValueError as err:
-        raise UserError(str(err)) from None
+        if training:
+            raise UserError(str(err)) from None
+        local = "-"
     print(f"World size: {world} process(es); global batch {batch}, per-rank batch {local}")
 
 
 def _run_logged(args, cfg):
-    print_world(cfg)
+    print_world(cfg, training=not (args.eval_only or args.no_train))
     configure_determinism(cfg)
     export_clip_checkpoint(cfg)
     print_args(args, cfg)

@@ -272,7 +272,9 @@ def _baseline_argvs(root, clip_path, out):
     zs = os.path.join(out, "ZeroshotCLIP")
     runs["ZeroshotCLIP"] = (train_args("ZeroshotCLIP", "vit_b16", "dtd", root, zs,
                                        extra=["--eval-only"])
-                            + tiny_opts(clip_path) + ["TRAINER.ZEROSHOTCLIP.PREC", "fp32"])
+                            + tiny_opts(clip_path) + ["TRAINER.ZEROSHOTCLIP.PREC", "fp32",
+                                                      # no training: need not divide by 2
+                                                      "DATALOADER.TRAIN_X.BATCH_SIZE", "3"])
     runs["DPLTrain"] = _argv("DPLTrain", root, clip_path, os.path.join(out, "DPLTrain"))
     return runs
 

@@ -158,9 +158,9 @@ class ShardedBatchSampler:
 
     def __init__(self, sampler, global_batch: int, drop_last: bool):
         self.sampler, self.global_batch, self.drop_last = sampler, global_batch, drop_last
-        per_rank_batch(global_batch)
 
     def __iter__(self):
+        per_rank_batch(self.global_batch)  # checked when training starts (not for --eval-only)
         order = [list(self.sampler)] if is_main_process() else [None]
         if get_world_size() > 1:
             dist.broadcast_object_list(order, src=0)
