@@ -89,7 +89,6 @@ def _features_and_grads(rank, clip_path, out, fname=None):
     from dassl.utils.distributed import sum_gradients
     from dpl.distributed import rank_part, sharded_mean
 
-    _init(rank)
     images = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     labels = torch.tensor([0, 4, 2, 3])
     mine = rank_part(range(4))
@@ -102,16 +101,30 @@ def _features_and_grads(rank, clip_path, out, fname=None):
         sum_gradients(params)
         result[name] = {"text": text.detach(), "grads": [p.grad for p in params]}
     torch.save(result, os.path.join(out, fname or f"rank{rank}.pt"))
+
+
+def _rank_checks(rank, clip_path, out):
+    """One spawn for the unit checks: sharded features/gradients, then the AMP step."""
+    _init(rank)
+    _features_and_grads(rank, clip_path, out)
+    _amp_step(rank, out)
     _close(rank)
 
 
-def test_sharded_class_prompts_give_the_exact_features_and_gradients(tiny_clip_path, tmp_path,
+@pytest.fixture(scope="module")
+def rank_checks(tiny_clip_path, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ranks")
+    run_ranks(_rank_checks, WORLD, tiny_clip_path, str(out))
+    return out
+
+
+def test_sharded_class_prompts_give_the_exact_features_and_gradients(rank_checks, tiny_clip_path,
                                                                      one_thread, monkeypatch):
     """Against one process encoding the same class chunks: equal to 1e-6 (relative to the
     largest entry, as all float32 comparisons here). Against one pass over all C classes: equal up
     to float32 rounding of the other batch shapes (1e-5; one process chunking its own classes
     differs from its unchunked pass by ~1e-6 of the gradient's scale already)."""
-    run_ranks(_features_and_grads, WORLD, tiny_clip_path, str(tmp_path))
+    tmp_path = rank_checks
     _features_and_grads(-1, tiny_clip_path, str(tmp_path), "whole.pt")
     monkeypatch.setattr("dpl.model.shard_classes", _encode_in_rank_chunks)
     monkeypatch.setattr("dpl.baselines.model.shard_classes", _encode_in_rank_chunks)
@@ -229,33 +242,6 @@ def test_one_step_and_evaluation_on_two_ranks_equal_one_process(trainer, data_ro
         assert {"alpha", "alpha_history.json"} <= set(written)
 
 
-def test_global_batch_not_divisible_by_world_is_a_clear_error(data_root, tiny_clip_path, tmp_path):
-    run_ranks(_odd_batch, WORLD, str(data_root), tiny_clip_path, str(tmp_path))
-    for rank in range(WORLD):
-        assert (tmp_path / f"exit{rank}").read_text() == "2"
-    err = (tmp_path / "err0").read_text()
-    assert "train.py: error: DATALOADER.TRAIN_X.BATCH_SIZE 3 is the global batch" in err
-    assert "divisible by the 2 processes" in err
-
-
-def _odd_batch(rank, root, clip_path, out):
-    import contextlib
-    import io
-
-    import train
-
-    stderr = io.StringIO()
-    argv = _argv("DPLTrain", root, clip_path, os.path.join(out, "run"))
-    with contextlib.redirect_stderr(stderr):
-        try:
-            train.main(argv + ["DATALOADER.TRAIN_X.BATCH_SIZE", "3"])
-            code = 0
-        except SystemExit as exit_:
-            code = exit_.code
-    open(os.path.join(out, f"exit{rank}"), "w").write(str(code))
-    open(os.path.join(out, f"err{rank}"), "w").write(stderr.getvalue())
-
-
 # ---------------------------------------------------------------------------------------------
 # Every trainer through train.py on 2 ranks.
 
@@ -280,18 +266,49 @@ def _baseline_argvs(root, clip_path, out):
 
 
 def _train_every_trainer(rank, root, clip_path, out, ports):
+    import contextlib
+    import io
+
     import train
 
-    for (name, argv), port in zip(_baseline_argvs(root, clip_path, out).items(), ports):
+    os.environ["MASTER_PORT"] = str(ports[0])
+    stderr, code = io.StringIO(), 0
+    with contextlib.redirect_stderr(stderr):  # a global batch of 3 on 2 ranks: refused
+        try:
+            train.main(_argv("DPLTrain", root, clip_path, os.path.join(out, "odd"))
+                       + ["DATALOADER.TRAIN_X.BATCH_SIZE", "3"])
+        except SystemExit as exit_:
+            code = exit_.code
+    open(os.path.join(out, f"odd{rank}.txt"), "w").write(f"{code}\n{stderr.getvalue()}")
+
+    for (name, argv), port in zip(_baseline_argvs(root, clip_path, out).items(), ports[1:]):
         os.environ["MASTER_PORT"] = str(port)  # a fresh rendezvous per run, as torchrun would
         train.main(argv)
 
 
+@pytest.fixture(scope="module")
+def two_rank_runs(data_root, tiny_clip_path, tmp_path_factory):
+    """train.py in 2 spawned ranks: an odd global batch, then every trainer (tiny, 1 epoch)."""
+    out = tmp_path_factory.mktemp("runs")
+    runs = _baseline_argvs(str(data_root), tiny_clip_path, str(out))
+    ports = [free_port() for _ in range(len(runs) + 1)]
+    run_ranks(_train_every_trainer, WORLD, str(data_root), tiny_clip_path, str(out), ports)
+    return out, runs
+
+
 @pytest.mark.slow
-def test_every_trainer_runs_on_two_ranks(data_root, tiny_clip_path, tmp_path):
-    runs = _baseline_argvs(str(data_root), tiny_clip_path, str(tmp_path))
-    ports = [free_port() for _ in runs]
-    run_ranks(_train_every_trainer, WORLD, str(data_root), tiny_clip_path, str(tmp_path), ports)
+def test_global_batch_not_divisible_by_world_is_a_clear_error(two_rank_runs):
+    out, _ = two_rank_runs
+    for rank in range(WORLD):
+        code, err = (out / f"odd{rank}.txt").read_text().split("\n", 1)
+        assert code == "2"
+        assert "train.py: error: DATALOADER.TRAIN_X.BATCH_SIZE 3 is the global batch" in err
+        assert "divisible by the 2 processes" in err
+
+
+@pytest.mark.slow
+def test_every_trainer_runs_on_two_ranks(two_rank_runs):
+    tmp_path, runs = two_rank_runs
     for name in runs:
         logs = sorted(os.listdir(tmp_path / name))
         assert [f for f in logs if f.startswith("log.txt")] == ["log.txt"], name  # rank 0 only
@@ -310,7 +327,7 @@ def test_every_trainer_runs_on_two_ranks(data_root, tiny_clip_path, tmp_path):
 # ---------------------------------------------------------------------------------------------
 # A torchrun job killed with SIGKILL resumes to the uninterrupted result.
 
-EPOCHS = 4
+EPOCHS = 3
 
 
 def _torchrun(argv, out, **popen):
@@ -376,7 +393,6 @@ def _amp_step(rank, out):
     from dassl.utils.distributed import install_grad_sync
     from dpl.distributed import SyncedGradScaler
 
-    _init(rank)
     param = torch.nn.Parameter(torch.ones(3))
     optim = torch.optim.SGD([param], lr=0.1)
     install_grad_sync(optim)
@@ -390,11 +406,10 @@ def _amp_step(rank, out):
         scaler.update()
         steps.append((param.detach().clone(), scaler.get_scale()))
     torch.save(steps, os.path.join(out, f"amp{rank}.pt"))
-    _close(rank)
 
 
-def test_amp_ranks_skip_a_step_together_and_keep_one_scale(tmp_path):
-    run_ranks(_amp_step, WORLD, str(tmp_path))
+def test_amp_ranks_skip_a_step_together_and_keep_one_scale(rank_checks):
+    tmp_path = rank_checks
     steps = [torch.load(tmp_path / f"amp{r}.pt", weights_only=True) for r in range(WORLD)]
     for (p0, s0), (p1, s1) in zip(*steps):
         assert torch.equal(p0, p1) and s0 == s1

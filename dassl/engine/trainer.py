@@ -22,7 +22,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from dassl.data import DataManager
-from dassl.evaluation import build_evaluator
+from dassl.evaluation import Classification, build_evaluator
 from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import (
     AverageMeter, MetricMeter, count_num_param, get_rng_state, load_checkpoint,
@@ -435,12 +435,12 @@ class SimpleTrainer(TrainerBase):
             data_loader = self.test_loader
 
         print("Evaluate on the *{}* set".format(split))
-        for batch in tqdm(data_loader):
+        for batch in tqdm(data_loader, disable=not is_main_process()):
             input, label = self.parse_batch_test(batch)
             output = self.model_inference(input)
             self.evaluator.process(output, label)
 
-        if hasattr(self.evaluator, "_y_pred"):  # torchrun: each rank evaluated its shard
+        if isinstance(self.evaluator, Classification):  # torchrun: each rank evaluated a shard
             merge_classification(self.evaluator)
         results = self.evaluator.evaluate()
         for k, v in results.items():
