@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from dpl.artifact import derive_lengths, dominant_flags
 from dpl.precision import (autocast, grad_scaler, optimizer_step, scaled_backward,
                            scaled_step)
+from user_errors import UserError
 
 UPDATE_MODES = ("alternate", "simultaneous")
 
@@ -36,7 +37,7 @@ class BilevelSearch:
                  mode: str = "alternate", loss_fn: Callable = F.cross_entropy,
                  precision: str = "fp32"):
         if mode not in UPDATE_MODES:
-            raise ValueError(f"UPDATE_MODE must be one of {UPDATE_MODES}, got {mode!r}")
+            raise UserError(f"UPDATE_MODE must be one of {UPDATE_MODES}, got {mode!r}")
         self.model = model
         self.prompt_optimizer = prompt_optimizer
         self.arch_params = list(model.arch_parameters())

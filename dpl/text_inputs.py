@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from dpl.templates import DEFAULT_TEMPLATE, IMAGENET_TEMPLATES, dataset_template
+from user_errors import UserError
 
 TEXT_INPUTS = ("default", "custom", "ensemble")
 
@@ -43,7 +44,7 @@ def templates_for(text_input: str, dataset_name: str = "") -> List[str]:
         return [dataset_template(dataset_name)]
     if text_input == "ensemble":
         return list(IMAGENET_TEMPLATES)
-    raise ValueError(f"TRAINER.DPL.TEXT_INPUT = {text_input!r} is unknown; use one of {TEXT_INPUTS}.")
+    raise UserError(f"TRAINER.DPL.TEXT_INPUT = {text_input!r} is unknown; use one of {TEXT_INPUTS}.")
 
 
 def tokenize(texts: Sequence[str], context_length: int) -> torch.Tensor:
@@ -61,7 +62,7 @@ def class_token_inputs(token_embedding: nn.Embedding, classnames: Sequence[str],
     and in the dtype of ``token_embedding``, and the read-out index (C,) long.
     """
     if not classnames:
-        raise ValueError("classnames is empty; a DPL model needs at least one class.")
+        raise UserError("classnames is empty; a DPL model needs at least one class.")
     device = token_embedding.weight.device
     templates = templates_for(text_input, dataset_name)
     total = None

@@ -15,12 +15,13 @@ from dassl.utils import load_checkpoint
 from dpl.clip_loader import PRECISIONS, load_clip
 from dpl.distributed import batch_share
 from dpl.precision import autocast, grad_scaler, scaled_step
+from user_errors import UserError, load_state_checked
 
 
 
 def check_precision(prec: str, trainer: str) -> None:
     if prec not in PRECISIONS:
-        raise ValueError(f"TRAINER.{trainer}.PREC must be one of {PRECISIONS}, got {prec!r}.")
+        raise UserError(f"TRAINER.{trainer}.PREC must be one of {PRECISIONS}, got {prec!r}.")
 
 
 def clip_from_cfg(cfg, section: str, device):
@@ -31,7 +32,7 @@ def clip_from_cfg(cfg, section: str, device):
     """
     prec = cfg.TRAINER[section].PREC
     if prec == "fp16" and torch.device(device).type != "cuda":
-        raise ValueError(f"TRAINER.{section}.PREC is fp16, which needs a CUDA device; on this machine "
+        raise UserError(f"TRAINER.{section}.PREC is fp16, which needs a CUDA device; on this machine "
                          f"add `TRAINER.{section}.PREC fp32` to the command line.")
     path = getattr(cfg.MODEL.BACKBONE, "PATH", "")
     print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME}, precision: {prec})")
@@ -39,7 +40,7 @@ def clip_from_cfg(cfg, section: str, device):
     size = getattr(clip_model.visual, "image_size", None)
     size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
     if size[0] is not None and tuple(cfg.INPUT.SIZE) != size:
-        raise ValueError(f"INPUT.SIZE {tuple(cfg.INPUT.SIZE)} does not match the image size {size} "
+        raise UserError(f"INPUT.SIZE {tuple(cfg.INPUT.SIZE)} does not match the image size {size} "
                          f"of the CLIP checkpoint ({cfg.MODEL.BACKBONE.NAME}); set INPUT.SIZE {size}.")
     return clip_model
 
@@ -116,13 +117,20 @@ class PromptCheckpointMixin:
     """Prompt trainers store only prompts; CLIP stays frozen and is never saved.
 
     ``load_model`` follows the CoOp-family override (DASSL_API.md §1.3.11) so that
-    ``--eval-only --model-dir D --load-epoch N`` works on both engines.
+    ``--eval-only --model-dir D --load-epoch N`` works on both engines. It refuses to evaluate
+    untrained prompts (no ``--model-dir``) and, for a checkpoint of other settings or of another
+    trainer, names the file and the tensors that differ (``user_errors.load_state_checked``).
     """
 
     def load_model(self, directory, epoch=None):
         if not directory:
+            if self._trainable_count() > 0:
+                raise UserError(
+                    f"{type(self).__name__} --eval-only needs --model-dir (the output folder of the "
+                    "training run whose prompts to evaluate); without it the untrained prompts would "
+                    "be evaluated.")
             print("Note that load_model() is skipped as no pretrained model is given "
-                  "(ignore this if it's done on purpose)")
+                  "(this configuration has no prompts to load)")
             return
         fname = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
         for name in self.get_model_names():
@@ -135,7 +143,16 @@ class PromptCheckpointMixin:
             checkpoint = load_checkpoint(path)
             state_dict = checkpoint["state_dict"]
             print(f'Loading weights to {name} from "{path}" (epoch = {checkpoint["epoch"]})')
-            self._models[name].load_state_dict(state_dict, strict=True)
+            load_state_checked(self._models[name], state_dict, path, self.MISMATCH_HINT)
+
+    MISMATCH_HINT = ("it was trained by another trainer or with other settings; evaluate it with the "
+                     "trainer, prompt settings (TRAINER.<trainer>.*, e.g. TRAINER.COOP.* for CoOp; "
+                     "for DPLTrain TRAINER.DPL.CONFIG_FILE = the run's prompt_config.json) and "
+                     "backbone it was trained with.")
+
+    def _trainable_count(self) -> int:
+        return sum(p.numel() for name in self.get_model_names()
+                   for p in self._models[name].parameters())
 
     def parse_batch_train(self, batch):
         return batch["img"].to(self.device), batch["label"].to(self.device)

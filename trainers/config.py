@@ -6,6 +6,15 @@ files and scripts work unchanged; DPL's own keys live under ``TRAINER.DPL``.
 from yacs.config import CfgNode as CN
 
 
+# Keys (or whole nodes) a trainer never reads; train.py warns once when one is set away from its
+# default, since the user probably meant the other stage.
+IGNORED_KEYS = {
+    "DPLSearch": ("TRAINER.DPL.CONFIG_FILE", "TRAINER.DPL.TEXT_INPUT", "TRAINER.DPL.KD_WEIGHT",
+                  "TRAINER.DPL.KD_TEMPERATURE", "TRAINER.DPL.INIT_STD", "TRAINER.DPL.MANUAL"),
+    "DPLTrain": ("TRAINER.DPL.SEARCH",),
+}
+
+
 def extend_cfg(cfg):
     """Add every key our trainers and datasets read. Call right after ``get_cfg_default()``."""
     cfg.MODEL.BACKBONE.PATH = ""  # local OpenAI-format checkpoint; "" = ~/.cache/clip/<usual name>

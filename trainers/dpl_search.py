@@ -23,7 +23,7 @@ from dassl.engine import TRAINER_REGISTRY, TrainerX
 from dassl.optim import build_lr_scheduler, build_optimizer
 
 from dpl import __version__ as dpl_version
-from dpl.artifact import branch_summary, build_artifact, save_artifact
+from dpl.artifact import branch_summary, build_artifact, save_artifact, shots_provenance
 from dpl.distributed import (from_rank0, is_main_process, rank_part, sharded_mean,
                              sum_over_ranks, world_size)
 from dpl.io import atomic_write_json
@@ -32,6 +32,7 @@ from dpl.prompts import check_options
 from dpl.search import AlphaHistory, BilevelSearch
 from trainers._common import (CachedTextEvalMixin, PromptCheckpointMixin, check_precision,
                               clip_from_cfg, prompt_module_name)
+from user_errors import NonFiniteLossError, UserError
 
 ARTIFACT = "prompt_config.json"
 HISTORY = "alpha_history.json"
@@ -133,20 +134,20 @@ class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
         check_options(s.TEXT_OPTIONS, "text")
         check_options(s.VISION_OPTIONS, "vision")
         if s.VAL_BATCH_SIZE <= 0:
-            raise ValueError(f"TRAINER.DPL.SEARCH.VAL_BATCH_SIZE must be > 0, got {s.VAL_BATCH_SIZE}.")
+            raise UserError(f"TRAINER.DPL.SEARCH.VAL_BATCH_SIZE must be > 0, got {s.VAL_BATCH_SIZE}.")
 
     # -- data -------------------------------------------------------------------------------
     def build_data_loader(self):
         super().build_data_loader()
         if self.val_loader is None:
-            raise ValueError(
+            raise UserError(
                 f"DPLSearch needs a validation split for the α step, but {self.cfg.DATASET.NAME} "
                 "has none."
             )
         val_paths = {d.impath for d in self.dm.dataset.val}
         overlap = val_paths & {d.impath for d in self.dm.dataset.test}
         if overlap:
-            raise ValueError(
+            raise UserError(
                 f"The validation split of {self.cfg.DATASET.NAME} overlaps the test split "
                 f"({len(overlap)} images); α must never see test data. Set DATASET.VAL_FROM_TRAIN True."
             )
@@ -214,7 +215,7 @@ class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
         try:
             summary = self.search.step(train, val)
         except FloatingPointError as err:
-            raise FloatingPointError(
+            raise NonFiniteLossError(
                 f"{err} at epoch {self.epoch + 1}/{self.max_epoch}, batch {self.batch_idx + 1}/"
                 f"{self.num_batches}. The last complete epoch's checkpoint in {self.output_dir} is "
                 "kept; lower OPTIM.LR or TRAINER.DPL.SEARCH.ALPHA_LR, or use PREC fp32."
@@ -290,7 +291,7 @@ class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
         provenance = {
             "dataset": self.cfg.DATASET.NAME,
             "subsample_classes": self.cfg.DATASET.SUBSAMPLE_CLASSES,
-            "num_shots": self.cfg.DATASET.NUM_SHOTS,
+            **shots_provenance(self.cfg.DATASET.NUM_SHOTS, [d.label for d in self.dm.dataset.train_x]),
             "seed": self.cfg.SEED,
             "epochs_run": epochs_run,
             "max_epoch": self.max_epoch,

@@ -27,12 +27,13 @@ from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import (
     AverageMeter, MetricMeter, count_num_param, get_rng_state, load_checkpoint,
     load_pretrained_weights, mkdir_if_missing, read_checkpoint_pointer, resume_from_checkpoint,
-    save_checkpoint, tolist_if_not,
+    newest_loadable, save_checkpoint, tolist_if_not,
 )
 from dassl.utils.distributed import (
     all_rank_rng_states, barrier, broadcast_modules, get_world_size, install_grad_sync,
     is_main_process, merge_classification,
 )
+from user_errors import NonFiniteLossError, UserError
 
 __all__ = ["SimpleNet", "TrainerBase", "SimpleTrainer", "TrainerX", "TrainerXU"]
 
@@ -47,7 +48,7 @@ class SimpleNet(nn.Module):
     def __init__(self, cfg, model_cfg, num_classes, **kwargs):
         super().__init__()
         if model_cfg.BACKBONE.NAME not in ("", "flatten"):
-            raise ValueError(
+            raise UserError(
                 "SimpleNet has no backbone {!r} (this Dassl subset has no backbone registry); "
                 "override build_model() in your trainer.".format(model_cfg.BACKBONE.NAME))
         height, width = cfg.INPUT.SIZE
@@ -145,7 +146,7 @@ class TrainerBase:
             return 0
 
         print("Found checkpoint at {} (will resume training)".format(directory))
-        files = _common_epoch_files(directory, names)
+        files = newest_loadable(directory, _common_epoch_files(directory, names))
         start_epoch = 0
         for name in names:
             start_epoch = resume_from_checkpoint(
@@ -207,7 +208,7 @@ class TrainerBase:
             if epoch is not None and batch is not None:
                 where = " at epoch {}/{}, batch {}/{}".format(
                     epoch + 1, getattr(self, "max_epoch", "?"), batch + 1, getattr(self, "num_batches", "?"))
-            raise FloatingPointError(
+            raise NonFiniteLossError(
                 "Loss is infinite or NaN!{} (loss={}); lower OPTIM.LR or use fp32 precision.".format(
                     where, loss.detach().flatten()[:4].tolist()))
 

@@ -17,6 +17,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from user_errors import UserError
+
 __all__ = [
     "init_distributed", "close_distributed", "get_world_size", "get_rank", "is_main_process",
     "barrier", "per_rank_batch", "sum_gradients", "install_grad_sync",
@@ -69,11 +71,11 @@ def barrier() -> None:
 
 
 def per_rank_batch(global_batch: int, key: str = "DATALOADER.TRAIN_X.BATCH_SIZE") -> int:
-    """``global_batch / world``; a ValueError naming ``key`` when it does not divide."""
+    """``global_batch / world``; a UserError naming ``key`` when it does not divide."""
     world = get_world_size()
     if global_batch % world:
         lower = max(world, global_batch - global_batch % world)
-        raise ValueError(
+        raise UserError(
             f"{key} {global_batch} is the global batch and must be divisible by the {world} "
             f"processes of this torchrun job; pass e.g. {key} {lower} or {lower + world}.")
     return global_batch // world
