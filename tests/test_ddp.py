@@ -1,6 +1,7 @@
 """One run on 2 processes (issue 17 §1), for real on CPU with gloo: sharded class prompts and
-batches give exactly the single-process features, gradients, updates and accuracies; only rank 0
-writes; a SIGKILLed torchrun job resumes to the same result as an uninterrupted one.
+batches give the single-process features, gradients and updates (up to float32 rounding of the
+other batch shapes) and exactly its accuracies; only rank 0 writes; a SIGKILLed torchrun job
+resumes to exactly the result of an uninterrupted one.
 
 Each rank runs with ``DPL_TEST_THREADS`` (default 1) torch threads; the single-process references
 run in this process with one thread too, so float results are comparable.
