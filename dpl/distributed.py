@@ -29,6 +29,13 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
+def _comm_device() -> torch.device:
+    """Where tensors for collectives live: NCCL takes only CUDA tensors (the rank's GPU)."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def from_rank0(value):
     """Rank 0's ``value`` (any picklable object) on every rank."""
     if world_size() <= 1:
@@ -142,7 +149,7 @@ def sum_over_ranks(values: dict) -> dict:
     if world_size() <= 1:
         return dict(values)
     keys = sorted(values)
-    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=_comm_device())
     dist.all_reduce(t)
     return dict(zip(keys, t.tolist()))
 

@@ -417,3 +417,32 @@ def test_amp_ranks_skip_a_step_together_and_keep_one_scale(rank_checks):
     (skipped, scale1), (stepped, scale2) = steps[0]
     assert torch.equal(skipped, torch.ones(3)) and scale1 == 2.0  # inf on rank 1: nobody steps
     assert torch.allclose(stepped, torch.full((3,), 0.9)) and scale2 == 2.0  # summed grad 1
+
+
+# ---------------------------------------------------------------------------------------------
+# NCCL (2 GPUs): the same collectives on CUDA tensors.
+
+def _nccl_collectives(rank, out):
+    from dassl.utils.distributed import close_distributed, init_distributed
+    from dpl.distributed import gather_rows, sum_over_ranks
+
+    assert init_distributed(use_cuda=True) == WORLD
+    local = torch.full((3 - rank, 2), float(rank + 1), device="cuda", requires_grad=True)
+    gathered = gather_rows(local, (3, 2))
+    (gathered * torch.arange(5.0, device="cuda")[:, None]).sum().backward()
+    total = sum_over_ranks({"loss": rank + 1.0})
+    torch.save({"gathered": gathered.detach().cpu(), "grad": local.grad.cpu(), "total": total},
+               os.path.join(out, f"nccl{rank}.pt"))
+    close_distributed()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(torch.cuda.device_count() < WORLD, reason="needs 2 CUDA devices")
+def test_nccl_gather_and_sums_on_two_gpus(tmp_path):
+    run_ranks(_nccl_collectives, WORLD, str(tmp_path))
+    r0, r1 = (torch.load(tmp_path / f"nccl{r}.pt", weights_only=True) for r in range(WORLD))
+    assert torch.equal(r0["gathered"], r1["gathered"])
+    assert r0["gathered"][:, 0].tolist() == [1, 1, 1, 2, 2]
+    # d(sum over both ranks' losses)/d(rows): each rank's loss weighs row i by i -> 2i per row
+    assert r0["grad"][:, 0].tolist() == [0, 2, 4] and r1["grad"][:, 0].tolist() == [6, 8]
+    assert r0["total"] == r1["total"] == {"loss": 3.0}
