@@ -1,7 +1,8 @@
 """Pieces shared by our CLIP trainers: loading CLIP from the config, precision, prompt-only
 checkpoints, and evaluation that encodes the class prompts once per pass.
 
-Only the Dassl API of DASSL_API.md is used, so these trainers also run on the real Dassl.
+These trainers use only the part of Dassl 0.6.3's API that CoOp-family trainers use, so they also
+run on the real Dassl (docs/COOP_CHECKOUT.md).
 """
 from __future__ import annotations
 
@@ -116,7 +117,7 @@ class CachedTextEvalMixin:
 class PromptCheckpointMixin:
     """Prompt trainers store only prompts; CLIP stays frozen and is never saved.
 
-    ``load_model`` follows the CoOp-family override (DASSL_API.md §1.3.11) so that
+    ``load_model`` follows the CoOp-family override of Dassl's so that
     ``--eval-only --model-dir D --load-epoch N`` works on both engines. It refuses to evaluate
     untrained prompts (no ``--model-dir``) and, for a checkpoint of other settings or of another
     trainer, names the file and the tensors that differ (``user_errors.load_state_checked``).

@@ -1,4 +1,4 @@
-"""DataManager (dataset + loaders), build_data_loader and DatasetWrapper (docs/DASSL_API.md §1.4)."""
+"""DataManager (dataset + loaders), build_data_loader and DatasetWrapper (as in Dassl 0.6.3)."""
 from __future__ import annotations
 
 import torch

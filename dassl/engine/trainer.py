@@ -1,4 +1,4 @@
-"""The training engine: TrainerBase -> SimpleTrainer -> TrainerX (docs/DASSL_API.md §1.3).
+"""The training engine: TrainerBase -> SimpleTrainer -> TrainerX (as in Dassl 0.6.3).
 
 Loop: ``before_train``; per epoch ``before_epoch``, ``run_epoch``, ``after_epoch``; ``after_train``.
 Checkpoints: ``OUTPUT_DIR/<model name>/model.pth.tar-<epoch+1>`` (+ ``model-best.pth.tar`` with

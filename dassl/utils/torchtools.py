@@ -1,6 +1,6 @@
 """Checkpoint save/load/resume, pretrained-weight loading and RNG state capture.
 
-Project deviations from real Dassl (docs/DASSL_API.md, top): checkpoints hold only tensors and plain
+Project deviations from real Dassl: checkpoints hold only tensors and plain
 Python values, are written atomically (temp file + fsync + rename; the ``checkpoint`` pointer file is
 updated only after the model file is complete), and are read with ``torch.load(weights_only=True)``.
 Legacy real-Dassl checkpoints (which pickle a scheduler object) load only with an explicit opt-in:
