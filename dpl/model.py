@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from dpl.distributed import shard_classes
 from dpl.encoders import (ImageTower, PromptedImageEncoder, PromptedTextEncoder,
                           SupernetImageEncoder, SupernetTextEncoder, TextTower, is_vit)
 from dpl.prompts import (BlockPrompts, PromptConfigError, PromptLearner, SupernetPrompts,
@@ -61,9 +62,14 @@ class DPLCLIP(nn.Module):
 
     # -- encoders -------------------------------------------------------------------------------
     def encode_text(self) -> torch.Tensor:
-        """All classes in one batched pass: (num_classes, embed_dim), L2-normalised."""
-        feats = self.text_encoder(self.token_embeddings, self.eot_index,
-                                  *self.prompt_learner.text.encoder_inputs())
+        """All classes in one batched pass: (num_classes, embed_dim), L2-normalised.
+
+        Under torch.distributed each rank encodes ~C/N classes (``dpl.distributed.shard_classes``).
+        """
+        def encode(emb, eot):
+            return self.text_encoder(emb, eot, *self.prompt_learner.text.encoder_inputs())
+
+        feats = shard_classes(encode, self.token_embeddings, self.eot_index)
         return F.normalize(feats, dim=-1)
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:

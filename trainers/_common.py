@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from dassl.metrics import compute_accuracy
 from dassl.utils import load_checkpoint
 from dpl.clip_loader import PRECISIONS, load_clip, preprocess_of
+from dpl.distributed import batch_share
 from dpl.precision import autocast, grad_scaler, scaled_step
 from user_errors import UserError, load_state_checked
 
@@ -70,6 +71,8 @@ class PromptStepMixin:
 
     Needs ``self.model``, ``self.optim`` and ``self.scaler = self.make_scaler(prec)``, which also
     selects the autocast of the forward pass. The scaler's state is checkpointed (trainer_state).
+    Under torchrun the loss is weighted by this rank's share of the global batch before backward
+    (the engine sums the ranks' gradients), so a step equals one process on the global batch.
     """
 
     def make_scaler(self, prec: str):
@@ -85,12 +88,13 @@ class PromptStepMixin:
             if extra_loss is not None:
                 term, summary = extra_loss(logits, image)
                 loss = loss + term
+        share = loss * batch_share(label)  # torchrun: this rank's part of the global-batch mean
         if self.scaler is None:
-            self.model_backward_and_update(loss)
+            self.model_backward_and_update(share)
         else:
             self.optim.zero_grad()
             self.detect_anomaly(loss)
-            scaled_step(loss, self.optim, self.scaler)
+            scaled_step(share, self.optim, self.scaler)
         out = {"loss": loss.item(), "acc": compute_accuracy(logits, label)[0].item(), **summary}
         if (self.batch_idx + 1) == self.num_batches:
             self.update_lr()

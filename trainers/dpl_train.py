@@ -15,6 +15,7 @@ from dpl.artifact import (ArtifactError, check_backbone, fixed_artifact, lengths
                           load_artifact, save_artifact)
 from dpl.classifier import classifier_info
 from dpl.clip_loader import backbone_record
+from dpl.distributed import is_main_process
 from dpl.model import build_fixed_model, model_dims
 from dpl.text_inputs import TEXT_INPUTS
 from trainers._common import (CachedTextEvalMixin, PromptCheckpointMixin, PromptStepMixin,
@@ -67,7 +68,8 @@ class DPLTrain(CachedTextEvalMixin, PromptCheckpointMixin, PromptStepMixin, Trai
             print("Manual prompt configuration (TRAINER.DPL.MANUAL)")
         # Keep the configuration next to the prompts: an eval-only run and a prediction need both.
         art = {**art, "backbone": backbone, "classifier": self._classifier_info()}
-        save_artifact(os.path.join(self.output_dir, "prompt_config.json"), art)
+        if is_main_process():
+            save_artifact(os.path.join(self.output_dir, "prompt_config.json"), art)
         print(f"  text lengths:   {text_lengths}")
         print(f"  vision lengths: {vision_lengths}")
         self.model = build_fixed_model(
