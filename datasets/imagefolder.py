@@ -215,7 +215,10 @@ class OwnDataset(CoOpDataset):
     def _forget_fewshot_caches(self) -> None:
         """A new split invalidates few-shot picks drawn from an older one."""
         for path in glob.glob(os.path.join(self.split_fewshot_dir, "shot_*-seed_*.pkl")):
-            os.remove(path)
+            try:
+                os.remove(path)
+            except FileNotFoundError:  # another process (a torchrun rank) was first
+                pass
 
 
 @DATASET_REGISTRY.register()
