@@ -69,7 +69,9 @@ class DPLTrain(CachedTextEvalMixin, PromptCheckpointMixin, PromptStepMixin, Trai
         # Keep the configuration next to the prompts: an eval-only run and a prediction need both.
         art = {**art, "backbone": backbone, "classifier": self._classifier_info()}
         if is_main_process():
-            save_artifact(os.path.join(self.output_dir, "prompt_config.json"), art)
+            kept = os.path.join(self.output_dir, "prompt_config.json")
+            self._refuse_replacing_a_trained_configuration(kept, text_lengths, vision_lengths)
+            save_artifact(kept, art)
         print(f"  text lengths:   {text_lengths}")
         print(f"  vision lengths: {vision_lengths}")
         self.model = build_fixed_model(
@@ -90,6 +92,25 @@ class DPLTrain(CachedTextEvalMixin, PromptCheckpointMixin, PromptStepMixin, Trai
         return classifier_info(self.dm.dataset.classnames, cfg.TRAINER.DPL.TEXT_INPUT, cfg.DATASET.NAME,
                                cfg.INPUT.SIZE, cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD,
                                cfg.INPUT.INTERPOLATION, "normalize" in cfg.INPUT.TRANSFORMS)
+
+    def _refuse_replacing_a_trained_configuration(self, kept, text_lengths, vision_lengths):
+        """The folder's prompt_config.json describes the prompts saved beside it: never replace it
+        with another configuration while those prompts exist (e.g. an eval-only run whose
+        --output-dir is the training folder but whose CONFIG_FILE is another artifact)."""
+        prompts = os.path.join(self.output_dir, prompt_module_name())
+        if not (os.path.isfile(kept) and os.path.isdir(prompts) and os.listdir(prompts)):
+            return
+        try:
+            old_text, old_vision = lengths_from_artifact(load_artifact(kept))
+        except (UserError, KeyError, TypeError):
+            return  # unreadable: nothing trustworthy to protect, the run's own checks speak
+        if (old_text, old_vision) != (list(text_lengths), list(vision_lengths)):
+            source = self.cfg.TRAINER.DPL.CONFIG_FILE or "TRAINER.DPL.MANUAL.*"
+            raise UserError(
+                f"{self.output_dir} holds prompts trained on the configuration in {kept} (text "
+                f"{old_text}, vision {old_vision}), but {source} gives text {list(text_lengths)}, "
+                f"vision {list(vision_lengths)}. Pass TRAINER.DPL.CONFIG_FILE {kept} to use those "
+                "prompts, or another --output-dir for a new run.")
 
     def _build_teacher(self, clip_model):
         import open_clip
