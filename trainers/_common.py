@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from dassl.metrics import compute_accuracy
 from dassl.utils import load_checkpoint
 from dpl.clip_loader import PRECISIONS, load_clip, preprocess_of
-from dpl.distributed import batch_share
+from dpl.distributed import batch_share, is_main_process
 from dpl.precision import autocast, grad_scaler, scaled_step
 from user_errors import UserError, load_state_checked
 
@@ -180,7 +180,7 @@ class PromptCheckpointMixin:
     def after_epoch(self):
         super().after_epoch()
         keep = getattr(self.cfg.TRAIN, "KEEP_CHECKPOINTS", 0)
-        if keep > 0:
+        if keep > 0 and is_main_process():  # the writer prunes; other ranks would race it
             for name in self.get_model_names():
                 prune_checkpoints(os.path.join(self.output_dir, name), keep)
 

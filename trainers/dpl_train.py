@@ -101,9 +101,12 @@ class DPLTrain(CachedTextEvalMixin, PromptCheckpointMixin, PromptStepMixin, Trai
         if not (os.path.isfile(kept) and os.path.isdir(prompts) and os.listdir(prompts)):
             return
         try:
-            old_text, old_vision = lengths_from_artifact(load_artifact(kept))
+            old = load_artifact(kept)
         except (UserError, KeyError, TypeError):
             return  # unreadable: nothing trustworthy to protect, the run's own checks speak
+        if "classifier" not in old:
+            return  # not a DPLTrain run's copy (e.g. a search folder): the checkpoint check speaks
+        old_text, old_vision = lengths_from_artifact(old)
         if (old_text, old_vision) != (list(text_lengths), list(vision_lengths)):
             source = self.cfg.TRAINER.DPL.CONFIG_FILE or "TRAINER.DPL.MANUAL.*"
             raise UserError(
