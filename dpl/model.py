@@ -26,11 +26,15 @@ class DPLCLIP(nn.Module):
     prompt_learner: ``PromptLearner``; its ``text`` / ``vision`` parts give the encoders' prompt
     arguments (``encoder_inputs()``).
     Class inputs (``token_embeddings`` (C, L, W), ``eot_index`` (C,)) are non-persistent buffers,
-    rebuilt by ``set_classnames`` (e.g. base -> new evaluation).
+    rebuilt by ``set_classnames`` (e.g. base -> new evaluation). L = max(EOT) + 1 (exact, see
+    ``dpl.text_inputs``); set ``truncate_text = False`` before ``set_classnames`` for the full
+    context length (tests compare the two).
     The encoders share CLIP's modules; ``model.to(device)`` moves them, but buffers registered only
     on the original ``clip_model`` (its text ``attn_mask``) stay put: build on the target device
     (``load_clip(..., device=...)``) or move ``clip_model`` too if you also call it directly.
     """
+
+    truncate_text = True  # run the text tower on max(EOT) + 1 tokens (exact)
 
     def __init__(self, text_encoder: TextTower, image_encoder: ImageTower,
                  prompt_learner: PromptLearner, logit_scale: torch.Tensor,
@@ -50,7 +54,7 @@ class DPLCLIP(nn.Module):
         """(Re)build the class token inputs; prompts are untouched."""
         emb, eot = class_token_inputs(self.text_encoder.token_embedding, list(classnames),
                                       self.text_input, self.dataset_name,
-                                      self.text_encoder.context_length)
+                                      self.text_encoder.context_length, self.truncate_text)
         self.classnames = list(classnames)
         self.register_buffer("token_embeddings", emb, persistent=False)
         self.register_buffer("eot_index", eot, persistent=False)
