@@ -64,10 +64,15 @@ class DPLCLIP(nn.Module):
         return len(self.classnames)
 
     # -- encoders -------------------------------------------------------------------------------
-    def encode_text(self) -> torch.Tensor:
-        """All classes in one batched pass: (num_classes, embed_dim), L2-normalised."""
-        feats = self.text_encoder(self.token_embeddings, self.eot_index,
-                                  *self.prompt_learner.text.encoder_inputs())
+    def encode_text(self, classes: torch.Tensor = None) -> torch.Tensor:
+        """All classes in one batched pass: (num_classes, embed_dim), L2-normalised.
+
+        classes: optional (N,) class indices -> (N, embed_dim) for those only (search class sampling).
+        """
+        emb, eot = self.token_embeddings, self.eot_index
+        if classes is not None:
+            emb, eot = emb[classes], eot[classes]
+        feats = self.text_encoder(emb, eot, *self.prompt_learner.text.encoder_inputs())
         return F.normalize(feats, dim=-1)
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:

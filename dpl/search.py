@@ -24,10 +24,12 @@ class BilevelSearch:
     mode: "alternate" — α step then prompt step, each with its own text pass (Algorithm 1);
           "simultaneous" — one text pass shared by both steps (cheaper; α and prompts see the same
           pre-update state, so it is not Algorithm 1's order).
+    class_sample: 0 (exact, default) or N > 0: each step scores only the batch's classes plus random
+          others, N in all (an approximation for many classes; opt-in, ``SEARCH.CLASS_SAMPLE``).
     """
 
     def __init__(self, model, prompt_optimizer, lr=3.5e-3, betas=(0.5, 0.999), weight_decay=0.0,
-                 mode: str = "alternate", loss_fn: Callable = F.cross_entropy):
+                 mode: str = "alternate", loss_fn: Callable = F.cross_entropy, class_sample: int = 0):
         if mode not in UPDATE_MODES:
             raise ValueError(f"UPDATE_MODE must be one of {UPDATE_MODES}, got {mode!r}")
         self.model = model
@@ -40,45 +42,84 @@ class BilevelSearch:
                                                 weight_decay=weight_decay)
         self.mode = mode
         self.loss_fn = loss_fn
+        self.class_sample = int(class_sample)
 
-    def step(self, train_batch, val_batch) -> dict:
-        """One iteration. Batches are ``(images, labels)`` on the model's device."""
-        if self.mode == "alternate":
+    def step(self, train_batch, val_batch, update_alpha: bool = True) -> dict:
+        """One iteration. Batches are ``(images, labels)`` on the model's device.
+
+        update_alpha False: the prompt step only (``SEARCH.ALPHA_EVERY`` k > 1 skips the α step on
+        k - 1 of every k steps; ``val_batch`` may then be None).
+        """
+        val_loss = None
+        if not update_alpha:
+            train_loss, scored = self._update(train_batch, self.prompt_params,
+                                              self.prompt_optimizer, return_logits=True)
+        elif self.mode == "alternate":
             val_loss = self._update(val_batch, self.arch_params, self.alpha_optimizer)
-            train_loss, logits = self._update(train_batch, self.prompt_params,
+            train_loss, scored = self._update(train_batch, self.prompt_params,
                                               self.prompt_optimizer, return_logits=True)
         else:
-            val_loss, train_loss, logits = self._simultaneous(train_batch, val_batch)
-        acc = (logits.argmax(dim=1) == train_batch[1]).float().mean().item() * 100
-        return {"loss": train_loss, "loss_val": val_loss, "acc": acc}
+            val_loss, train_loss, scored = self._simultaneous(train_batch, val_batch)
+        logits, targets = scored
+        out = {"loss": train_loss, "acc": (logits.argmax(dim=1) == targets).float().mean().item() * 100}
+        if val_loss is not None:
+            out["loss_val"] = val_loss
+        return out
+
+    def _text(self, labels):
+        """(text features or None = all classes inside the model call, class indices or None)."""
+        if not self.class_sample or self.class_sample >= self.model.num_classes:
+            return None, None
+        classes = sample_classes(labels, self.model.num_classes, self.class_sample)
+        return self.model.encode_text(classes), classes
 
     def _update(self, batch, params, optimizer, return_logits=False):
         images, labels = batch
         optimizer.zero_grad(set_to_none=True)
-        logits = self.model(images)
-        loss = self.loss_fn(logits, labels)
+        text, classes = self._text(labels)
+        logits, targets = self.model(images, text_features=text), _targets(labels, classes)
+        loss = self.loss_fn(logits, targets)
         _check_finite(loss)
         # `inputs=` keeps gradients out of the other parameter set (no cross-contamination).
         loss.backward(inputs=params)
         optimizer.step()
         if return_logits:
-            return loss.item(), logits.detach()
+            return loss.item(), (logits.detach(), targets)
         return loss.item()
 
     def _simultaneous(self, train_batch, val_batch):
         self.alpha_optimizer.zero_grad(set_to_none=True)
         self.prompt_optimizer.zero_grad(set_to_none=True)
-        text = self.model.encode_text()
-        val_loss = self.loss_fn(self.model(val_batch[0], text_features=text), val_batch[1])
+        text, classes = self._text(torch.cat([train_batch[1], val_batch[1]]))
+        if text is None:
+            text = self.model.encode_text()
+        val_loss = self.loss_fn(self.model(val_batch[0], text_features=text),
+                                _targets(val_batch[1], classes))
         logits = self.model(train_batch[0], text_features=text)
-        train_loss = self.loss_fn(logits, train_batch[1])
+        targets = _targets(train_batch[1], classes)
+        train_loss = self.loss_fn(logits, targets)
         _check_finite(val_loss)
         _check_finite(train_loss)
         val_loss.backward(inputs=self.arch_params, retain_graph=True)
         train_loss.backward(inputs=self.prompt_params)
         self.alpha_optimizer.step()
         self.prompt_optimizer.step()
-        return val_loss.item(), train_loss.item(), logits.detach()
+        return val_loss.item(), train_loss.item(), (logits.detach(), targets)
+
+
+def sample_classes(labels: torch.Tensor, num_classes: int, size: int) -> torch.Tensor:
+    """Sorted class indices (size,): every class in ``labels`` plus random others (global RNG)."""
+    present = torch.zeros(num_classes, dtype=torch.bool)
+    present[labels.cpu()] = True
+    others = (~present).nonzero().flatten()
+    extra = max(0, size - int(present.sum()))
+    chosen = others[torch.randperm(len(others))[:extra]]
+    return torch.cat([present.nonzero().flatten(), chosen]).sort().values.to(labels.device)
+
+
+def _targets(labels: torch.Tensor, classes: Optional[torch.Tensor]) -> torch.Tensor:
+    """Labels re-indexed into the sorted class sample (unchanged without one)."""
+    return labels if classes is None else torch.searchsorted(classes, labels)
 
 
 def _check_finite(loss: torch.Tensor) -> None:

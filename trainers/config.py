@@ -54,6 +54,9 @@ def _add_dpl(cfg):
     s.PROMPT_INIT_STD = 0.02  # used by PROMPT_INIT normal
     s.DOMINANCE_THRESHOLD = 0.5  # a block is single-dominant when its top softmax weight >= this
     s.PATIENCE = 0  # early stop when the derived configuration is unchanged this many epochs; 0 = off
+    s.MIN_EPOCHS = 0  # early stop never ends the search before this many epochs
+    s.ALPHA_EVERY = 1  # an alpha step every k prompt steps (1 = every step, Algorithm 1)
+    s.CLASS_SAMPLE = 0  # approximate, opt-in: score the batch's classes + random others, N in all
     s.UPDATE_MODE = "alternate"  # alternate (Algorithm 1) / simultaneous (one shared text pass)
     s.IMPL = "fused"  # fused / reference (one attention per option; for tests and benchmarks)
     s.VAL_BATCH_SIZE = 16  # alpha-step mini-batch

@@ -90,6 +90,9 @@ class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
         check_options(s.VISION_OPTIONS, "vision")
         if s.VAL_BATCH_SIZE <= 0:
             raise ValueError(f"TRAINER.DPL.SEARCH.VAL_BATCH_SIZE must be > 0, got {s.VAL_BATCH_SIZE}.")
+        for key, low in (("ALPHA_EVERY", 1), ("MIN_EPOCHS", 0), ("CLASS_SAMPLE", 0)):
+            if int(s[key]) < low:
+                raise ValueError(f"TRAINER.DPL.SEARCH.{key} must be >= {low}, got {s[key]}.")
 
     # -- data -------------------------------------------------------------------------------
     def build_data_loader(self):
@@ -134,7 +137,7 @@ class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
         self.register_model(prompt_module_name(), self.model.prompt_learner, self.optim, self.sched)
         self.search = BilevelSearch(
             self.model, self.optim, lr=s.ALPHA_LR, betas=s.ALPHA_BETAS,
-            weight_decay=s.ALPHA_WEIGHT_DECAY, mode=s.UPDATE_MODE,
+            weight_decay=s.ALPHA_WEIGHT_DECAY, mode=s.UPDATE_MODE, class_sample=s.CLASS_SAMPLE,
         )
         self.alpha_module = _AlphaModule(self.model.arch_parameters(), self.val_batches.seed)
         self.register_model("alpha", self.alpha_module, self.search.alpha_optimizer, None)
@@ -152,13 +155,16 @@ class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
     # -- one iteration -----------------------------------------------------------------------
     def forward_backward(self, batch):
         train = self.parse_batch_train(batch)
-        val = self.parse_batch_train(self.val_batches.next())
+        # ALPHA_EVERY k: the α step runs on steps 0, k, 2k, ... of the run (a resume keeps them).
+        step = self.epoch * self.num_batches + self.batch_idx
+        update_alpha = step % self.cfg.TRAINER.DPL.SEARCH.ALPHA_EVERY == 0
+        val = self.parse_batch_train(self.val_batches.next()) if update_alpha else None
         try:
             if self.cfg.TRAINER.DPL.PREC == "amp":
                 with torch.autocast(device_type=self.device.type):
-                    summary = self.search.step(train, val)
+                    summary = self.search.step(train, val, update_alpha)
             else:
-                summary = self.search.step(train, val)
+                summary = self.search.step(train, val, update_alpha)
         except FloatingPointError as err:
             raise FloatingPointError(
                 f"{err} at epoch {self.epoch + 1}/{self.max_epoch}, batch {self.batch_idx + 1}/"
@@ -184,7 +190,8 @@ class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
         super().before_epoch()
         # α-step batches continue where this epoch starts, also after a resume.
         self.val_batches.seed = int(self.alpha_module.batch_seed)
-        self.val_batches.start(self.epoch * len(self.train_loader_x))
+        every = self.cfg.TRAINER.DPL.SEARCH.ALPHA_EVERY  # α steps so far: ceil(steps / every)
+        self.val_batches.start(-(-self.epoch * len(self.train_loader_x) // every))
 
     def train(self):
         """The engine's epoch loop, plus early stopping when the derived configuration settles."""
@@ -214,8 +221,9 @@ class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
         super().after_epoch()
 
     def _should_stop(self):
-        patience = self.cfg.TRAINER.DPL.SEARCH.PATIENCE
-        return patience > 0 and self.history.unchanged_epochs() >= patience
+        s = self.cfg.TRAINER.DPL.SEARCH
+        return s.PATIENCE > 0 and self.history.unchanged_epochs() >= s.PATIENCE and \
+            len(self.history.records) >= s.MIN_EPOCHS
 
     def after_train(self):
         self.write_artifact()
