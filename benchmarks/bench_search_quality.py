@@ -39,11 +39,13 @@ def search_opts(patience: int, min_epochs: int, alpha_every: int) -> list:
 
 def run(trainer: str, task: str, seed: int, out: Path, clip: str, shots: int, epochs: int,
         data: Path, opts: list, threads: int) -> float:
-    """One train.py process; returns its wall time. Finished runs (a test result) are skipped."""
+    """One train.py process; returns its wall time. Finished runs (a test result) are not rerun;
+    their recorded wall time is returned."""
     from tools.parse_test_res import run_result
 
     if out.is_dir() and run_result(str(out)) is not None:
-        return 0.0
+        timing = out / "wall_seconds.txt"
+        return float(timing.read_text()) if timing.is_file() else float("nan")
     argv = [sys.executable, str(REPO / "train.py"), "--root", str(data), "--seed", str(seed),
             "--trainer", trainer,
             "--dataset-config-file", str(REPO / "configs" / "datasets" / f"{task}.yaml"),
@@ -55,7 +57,9 @@ def run(trainer: str, task: str, seed: int, out: Path, clip: str, shots: int, ep
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "stdout.txt", "w") as fh:
         subprocess.run(argv, check=True, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-    return time.time() - start
+    seconds = time.time() - start
+    (out / "wall_seconds.txt").write_text(f"{seconds:.1f}\n")
+    return seconds
 
 
 def main(argv=None) -> int:
@@ -86,6 +90,8 @@ def main(argv=None) -> int:
     out, data = Path(args.out), Path(args.out) / "data"
     variants = {"full": search_opts(0, 0, 1),
                 "new": search_opts(args.patience, args.min_epochs, args.alpha_every)}
+    # Run folders name their settings, so another candidate reuses the finished full runs.
+    run_names = {"full": "full", "new": f"p{args.patience}_m{args.min_epochs}_k{args.alpha_every}"}
     print(f"Demo world, {args.shots} shots, full search {args.search_epochs} epochs, train "
           f"{args.train_epochs} epochs; new default: PATIENCE {args.patience}, MIN_EPOCHS "
           f"{args.min_epochs}, ALPHA_EVERY {args.alpha_every}; CPU, {args.threads} thread(s)", flush=True)
@@ -94,13 +100,13 @@ def main(argv=None) -> int:
         for seed in args.seeds:
             trained = {}  # configuration -> accuracy: the same configuration trains identically
             for name, opts in variants.items():
-                s_dir = out / task / f"seed{seed}" / f"search_{name}"
+                s_dir = out / task / f"seed{seed}" / f"search_{run_names[name]}"
                 t = run("DPLSearch", task, seed, s_dir, clip, args.shots, args.search_epochs, data,
                         opts + ["TRAINER.DPL.SEARCH.PLOT", "False"], args.threads)
                 art = json.loads((s_dir / "prompt_config.json").read_text())
                 key = (tuple(art["text"]["lengths"]), tuple(art["vision"]["lengths"]))
                 if key not in trained:
-                    t_dir = out / task / f"seed{seed}" / f"train_{name}"
+                    t_dir = out / task / f"seed{seed}" / f"train_{run_names[name]}"
                     run("DPLTrain", task, seed, t_dir, clip, args.shots, args.train_epochs, data,
                         ["TRAINER.DPL.CONFIG_FILE", str(s_dir / "prompt_config.json")], args.threads)
                     trained[key] = run_result(str(t_dir))

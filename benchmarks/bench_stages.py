@@ -126,11 +126,25 @@ def build(clip, names, cfg, search: bool, truncate: bool):
     return model
 
 
-def measure_stage(clip, names, cfg, device, repeats, search: bool, truncate: bool, steps: bool):
-    """Times (s) and memory (bytes) of one stage's step and parts at len(names) classes."""
+def measure_stage(clip, names, cfg, device, repeats, search: bool, truncate: bool, steps: bool,
+                  images_from: dict = None):
+    """Times (s) and memory (bytes) of one stage's step and parts at len(names) classes.
+
+    images_from: the same stage's result at another text length; its image parts are reused (the
+    text length does not touch them) and only the text pass is measured; memory follows exactly
+    (a pass's saved tensors = its text pass's + its image pass's).
+    """
     s = cfg.TRAINER.DPL.SEARCH
     model = build(clip, names, cfg, search, truncate)
     st = Stage(model, cfg, search)
+    if images_from is not None and not steps:
+        r = dict(images_from, tokens=int(model.token_embeddings.shape[1]), peak=None)
+        for key in ("step_alpha", "step_prompt", "step"):
+            r.pop(key, None)
+        r["text"] = timed(st.text, device, repeats)["s"]
+        r["mem_text"] = timed(lambda: model.encode_text(), device, 0, memory=True)["saved"]
+        r["mem_step"] = images_from["mem_step"] + r["mem_text"] - images_from["mem_text"]
+        return r
     g = torch.Generator().manual_seed(0)
     size = clip.visual.image_size
     size = size if isinstance(size, (tuple, list)) else (size, size)
@@ -218,7 +232,8 @@ def epoch_ratio(path: str) -> tuple:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="1 repeat, whole steps only after truncation")
+    ap.add_argument("--quick", action="store_true",
+                    help="1 repeat; before truncation only the text passes are timed")
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--direct-1000", action="store_true", help="measure C = 1000 (default on CUDA)")
@@ -249,8 +264,10 @@ def main(argv=None) -> int:
                 continue
             names = class_names(classes)
             steps = truncate or not args.quick
+            cut = results.get((classes, True), {})
             results[(classes, truncate)] = {
-                st: measure_stage(clip, names, cfg, device, repeats, st == "search", truncate, steps)
+                st: measure_stage(clip, names, cfg, device, repeats, st == "search", truncate, steps,
+                                  cut.get(st))
                 for st in ("search", "train")}
             print(f"  measured C={classes} {'truncated' if truncate else 'full 77'}", flush=True)
 

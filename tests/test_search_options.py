@@ -118,11 +118,12 @@ def test_alpha_every_k_steps_the_alpha_optimizer_only_on_those_steps(data_root, 
 def test_min_epochs_holds_off_early_stop(data_root, tiny_clip_path, tmp_path):
     # With a vanishing α learning rate the configuration never changes: PATIENCE 1 alone stops at
     # epoch 2; MIN_EPOCHS 3 makes it run 3 epochs.
-    frozen = ["TRAINER.DPL.SEARCH.ALPHA_LR", "1e-12", "TRAINER.DPL.SEARCH.PATIENCE", "1"]
+    frozen = ["TRAINER.DPL.SEARCH.ALPHA_LR", "1e-12", "TRAINER.DPL.SEARCH.PATIENCE", "1",
+              "TRAINER.DPL.SEARCH.MIN_EPOCHS", "0"]
     early = run_search(data_root, tmp_path / "a", tiny_clip_path, 5, frozen)
     assert early["epochs_run"] == 2 and early["early_stopped"]
     held = run_search(data_root, tmp_path / "b", tiny_clip_path, 5,
-                      frozen + ["TRAINER.DPL.SEARCH.MIN_EPOCHS", "3"])
+                      frozen[:-1] + ["3"])
     assert held["epochs_run"] == 3 and held["early_stopped"]
 
 
