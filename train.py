@@ -7,9 +7,10 @@
 
 Config merge order: Dassl defaults, ``extend_cfg``, dataset YAML, trainer YAML, CLI flags, opts.
 All ``--flags`` must come before the first ``KEY VALUE`` pair (opts swallow the rest).
-``main(argv)`` also works in-process. User mistakes and explained failures (bad data, refused or
-corrupt files, a non-finite loss, a full disk) print one ``train.py: error: ...`` line, also at
-the end of the run's log, and exit with code 2 (set ``DPL_DEBUG=1`` for the traceback).
+``main(argv)`` also works in-process. User mistakes and explained failures (``user_errors.UserError``:
+bad data, refused or corrupt files, a non-finite loss, ...; a missing user path; a full disk) print
+one ``train.py: error: ...`` line, also at the end of the run's log, and exit with code 2 (set
+``DPL_DEBUG=1`` for the traceback); any other exception is a bug and keeps its traceback.
 ``DPL_DETERMINISTIC=1`` selects deterministic GPU kernels (docs/REPRODUCIBILITY.md).
 """
 from __future__ import annotations
@@ -18,7 +19,6 @@ import argparse
 import difflib
 import errno
 import os
-import pickle
 import sys
 import tempfile
 
@@ -28,7 +28,8 @@ import yaml
 from dassl.config import get_cfg_default
 from dassl.data.datasets import DATASET_REGISTRY
 from dassl.engine import TRAINER_REGISTRY, build_trainer
-from dassl.utils import check_availability, collect_env_info, set_random_seed, setup_logger
+from dassl.utils import check_availability, collect_env_info, run_record, set_random_seed, setup_logger
+from user_errors import UserError
 
 
 def _skip_missing(err, names, what):
@@ -48,22 +49,13 @@ try:
 except ModuleNotFoundError as _err:
     _skip_missing(_err, ("trainers",), "package 'trainers' (the trainers)")
 try:
-    from trainers.config import extend_cfg
+    from trainers.config import IGNORED_KEYS, extend_cfg
 except ModuleNotFoundError as _err:
     _skip_missing(_err, ("trainers", "trainers.config"), "trainers/config.py (extend_cfg)")
+    IGNORED_KEYS = {}
 
     def extend_cfg(cfg):
         return None
-
-try:
-    from dpl.clip_loader import CheckpointError
-except ImportError:  # dpl is optional for the engine itself
-    class CheckpointError(RuntimeError):
-        pass
-
-
-class UserError(Exception):
-    """A mistake in the command line or the config; reported as one line, exit code 2."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,6 +139,11 @@ def _merge_file(cfg, path, flag):
 
 
 def _merge_opts(cfg, opts):
+    flags = [o for o in opts if o.startswith("--")]
+    if flags:  # argparse hands everything after the first KEY to the opts
+        raise UserError(
+            f"{flags[0]} comes after the KEY VALUE opts, where it is read as a config key; put every "
+            f"--flag before the first KEY (e.g. train.py ... {flags[0]} ... {opts[0]} ...).")
     try:
         cfg.merge_from_list(opts)
     except AssertionError as err:
@@ -206,11 +203,23 @@ def validate_cfg(cfg):
     _check_writable(cfg.OUTPUT_DIR)
 
 
+def warn_ignored_keys(cfg):
+    """One warning per key the trainer never reads (IGNORED_KEYS) that is set away from its default."""
+    default = get_cfg_default()
+    extend_cfg(default)
+    ignored = IGNORED_KEYS.get(cfg.TRAINER.NAME, ())
+    now, before = run_record.flat_config(cfg), run_record.flat_config(default)
+    for key in sorted(now):
+        if now[key] != before.get(key) and any(key == k or key.startswith(k + ".") for k in ignored):
+            print(f"train.py: warning: {cfg.TRAINER.NAME} ignores {key} (set to {now[key]!r}); "
+                  "it is read by the other DPL stage only.")
+
+
 def _check_name(what, where, name, registry):
     try:
         check_availability(name, registry.registered_names())
     except ValueError as err:
-        raise ValueError(f"unknown {what} {name!r} ({where}): {err}") from None
+        raise UserError(f"unknown {what} {name!r} ({where}): {err}") from None
 
 
 def _check_writable(directory):
@@ -241,13 +250,14 @@ def print_args(args, cfg):
 def run(args):
     cfg = setup_cfg(args)
     validate_cfg(cfg)
+    notes = check_run_folders(args, cfg)  # before the log: a refused folder is left as it was
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
 
     logger = setup_logger(cfg.OUTPUT_DIR)
     try:
-        _run_logged(args, cfg)
+        _run_logged(args, cfg, notes)
     except Exception as err:
         # The log of a failed run ends with the reason (stderr may not be kept on a cluster).
         text = describe_error(err)
@@ -262,7 +272,12 @@ def run(args):
         logger.close()
 
 
-def _run_logged(args, cfg):
+def _run_logged(args, cfg, notes=()):
+    for note in notes:
+        print(note)
+    if not (args.eval_only or args.no_train):
+        run_record.record_run(cfg, cfg.OUTPUT_DIR)
+    warn_ignored_keys(cfg)
     configure_determinism(cfg)
     export_clip_checkpoint(cfg)
     print_args(args, cfg)
@@ -276,6 +291,22 @@ def _run_logged(args, cfg):
         return
     if not args.no_train:
         trainer.train()
+        run_record.mark_finished(cfg, cfg.OUTPUT_DIR)
+
+
+def check_run_folders(args, cfg):
+    """Refuse, before anything is built, folders that hold another trainer's run or (for a re-run
+    into OUTPUT_DIR) a run with another seed/config (dassl/utils/run_record.py). Returns the notes
+    on settings changed for a resumed run."""
+    if args.eval_only:
+        if args.model_dir:
+            run_record.check_model_dir(cfg, args.model_dir)
+        return []
+    if args.no_train:
+        return []
+    if cfg.RESUME:
+        run_record.check_model_dir(cfg, cfg.RESUME, flag="--resume")
+    return run_record.check_output_dir(cfg, cfg.OUTPUT_DIR)
 
 
 def export_clip_checkpoint(cfg):
@@ -302,11 +333,10 @@ def configure_determinism(cfg):
     print("DPL_DETERMINISTIC=1: deterministic algorithms on, cuDNN benchmark off")
 
 
-# UnpicklingError covers refused legacy checkpoints (UnsafeCheckpointError) and unsafe caches;
-# ValueError covers dataset, artifact, corrupt checkpoint and unreadable image errors;
-# FloatingPointError a non-finite loss (the message names epoch and batch).
-_USER_ERRORS = (UserError, FileNotFoundError, NotADirectoryError, ValueError, CheckpointError,
-                pickle.UnpicklingError, FloatingPointError)
+# The project's own user errors (bad data, refused or corrupt files, a non-finite loss, ...: see
+# user_errors.py) and the library errors that only a user's path causes. Anything else (an
+# unexpected ValueError or RuntimeError from inside the code) is a bug: its traceback is shown.
+_USER_ERRORS = (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError)
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 _NO_ACCESS = (errno.EACCES, errno.EPERM, errno.EROFS)
 

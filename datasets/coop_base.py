@@ -10,6 +10,7 @@ lives here once. CoOp's static helpers stay reachable under their old names
 from __future__ import annotations
 
 import os
+from collections import Counter
 from typing import List, Tuple
 
 from dassl.data.datasets import DatasetBase, Datum
@@ -136,7 +137,13 @@ class CoOpDataset(DatasetBase):
             return {"train": fewshot_train, "val": fewshot_val}
 
         path = fewshot_cache_path(self.split_fewshot_dir, k, cfg.SEED)
-        data = load_or_build(path, build, keys=("train", "val"))
+        source = self.split_path if os.path.exists(self.split_path) else ""
+        data = load_or_build(path, build, keys=("train", "val"), source=source)
+        counts = Counter(item.label for item in data["train"]).values()
+        if counts and min(counts) < k:
+            print(f"Note: DATASET.NUM_SHOTS is {k}, but some classes have fewer training images; using "
+                  f"all of theirs: {min(counts)} to {max(counts)} images per class "
+                  f"({sum(counts)} in all).")
         return data["train"], data["val"]
 
     # -- helpers for subclasses ------------------------------------------------------------------

@@ -105,13 +105,18 @@ def load_or_build(
     keys: Sequence[str],
     what: str = "few-shot data",
     one_per_class: bool = False,
+    source: str = "",
 ) -> Dict[str, List[Datum]]:
-    """Return the cache at ``path`` if its images still exist; else ``build()``, save it and return it.
+    """Return the cache at ``path`` if its images still exist (and it is not older than the file
+    ``source`` it was derived from, e.g. a split file fixed since); else ``build()``, save it and
+    return it.
 
     ``one_per_class`` checks only one image per label and split (ImageNet's 1.3M-path file list).
     Prints CoOp's ``Loading preprocessed ... from`` / ``Saving preprocessed ... to`` lines.
     """
-    if os.path.exists(path):
+    if os.path.exists(path) and source and os.path.getmtime(path) < os.path.getmtime(source):
+        print(f"Note: cache file {path} is older than {source}, which changed since; rebuilding it.")
+    elif os.path.exists(path):
         data = read_datum_pickle(path, keys)
         missing = missing_images(data, one_per_class)
         if not missing:

@@ -18,6 +18,7 @@ from dassl.utils import listdir_nohidden
 from datasets.coop_base import CoOpDataset, find_dataset_dir, require
 from datasets.datum_cache import fewshot_cache_path, load_or_build
 from datasets.errors import DOCS, DatasetFormatError
+from user_errors import UserError
 
 
 def read_classnames(text_file: str) -> "OrderedDict[str, str]":
@@ -112,7 +113,7 @@ class ImageNet(CoOpDataset):
         """K-shot train (CoOp's picks for the seed) and min(K, 4)-shot val from the unpicked train images."""
         k = cfg.DATASET.NUM_SHOTS
         if k < 1:
-            raise ValueError(
+            raise UserError(
                 f"DATASET.VAL_FROM_TRAIN is True but DATASET.NUM_SHOTS is {k}; the held-out val shots are "
                 f"drawn per class next to K training shots, so set DATASET.NUM_SHOTS >= 1 or "
                 f"DATASET.VAL_FROM_TRAIN False."

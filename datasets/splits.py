@@ -22,6 +22,7 @@ from dassl.utils import listdir_nohidden
 
 from datasets.errors import DOCS, DatasetFormatError, DatasetLayoutError
 from dpl.io import atomic_write_text
+from user_errors import UserError
 
 SPLIT_KEYS = ("train", "val", "test")
 Record = Tuple[str, int, str]  # (absolute image path, label, classname)
@@ -64,7 +65,36 @@ def read_split(filepath: str, path_prefix: str) -> Tuple[List[Datum], List[Datum
             where.append(f"{key} entry {i}: {json.dumps([relpath, label, classname])}")
     datums = make_datums(records, f"Split file {filepath}", where)
     sizes = [len(split[key]) for key in SPLIT_KEYS]
-    return datums[: sizes[0]], datums[sizes[0] : sizes[0] + sizes[1]], datums[sizes[0] + sizes[1] :]
+    train, val, test = datums[: sizes[0]], datums[sizes[0] : sizes[0] + sizes[1]], datums[sizes[0] + sizes[1] :]
+    # Checked here, before a few-shot cache can be derived from a bad file.
+    check_labels(train, [("val", val), ("test", test)], f"Split file {filepath}")
+    return train, val, test
+
+
+def check_labels(train: Sequence[Datum], others: Sequence[Tuple[str, Sequence[Datum]]], source: str) -> None:
+    """Refuse splits a classifier cannot use, naming ``source``: an empty train or test list, train
+    labels that are not exactly 0..C-1 (a gap makes a label >= the number of class names), or a
+    label in ``others`` (``(split name, items)`` pairs) that no training item has."""
+    for name, items in (("train", train), *others):
+        if not items and name != "val":
+            raise DatasetFormatError(f"{source}: the {name} split holds no images; list [relative image "
+                                     f"path, label, class name] entries under {name!r}.")
+    labels = sorted({item.label for item in train})
+    if labels != list(range(len(labels))):
+        missing = sorted(set(range(labels[-1] + 1)) - set(labels))
+        raise DatasetFormatError(
+            f"{source}: the train labels must be 0..{len(labels) - 1} (one per class, no gaps), but "
+            f"they are {_short(labels)}" + (f", missing {_short(missing)}" if missing else "")
+            + f"; renumber the classes 0..{len(labels) - 1}.")
+    for name, items in others:
+        extra = sorted({item.label for item in items} - set(labels))
+        if extra:
+            raise DatasetFormatError(f"{source}: the {name} split has labels {_short(extra)} that no train "
+                                     f"image has (train labels are 0..{len(labels) - 1}); fix those entries.")
+
+
+def _short(values: Sequence[int], limit: int = 8) -> str:
+    return "[" + ", ".join(str(v) for v in values[:limit]) + (", ...]" if len(values) > limit else "]")
 
 
 def _load_split_json(filepath: str) -> Dict[str, List[Record]]:
@@ -201,7 +231,7 @@ def subsample_classes(*args, subsample: str = "all"):
     labels, as fresh ``Datum`` objects (domain reset to 0), and a list is returned.
     """
     if subsample not in SUBSAMPLE_CHOICES:
-        raise ValueError(
+        raise UserError(
             f"DATASET.SUBSAMPLE_CLASSES is {subsample!r}; set it to one of {list(SUBSAMPLE_CHOICES)}."
         )
     if subsample == "all":

@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections import Counter
 from typing import Mapping, Optional, Sequence
 
 import torch
 
 from dpl.io import atomic_write_json
+from user_errors import UserError
 
 SCHEMA = "dpl-prompt-config/1"
 BRANCHES = ("text", "vision")
@@ -26,7 +28,7 @@ PROVENANCE_KEYS = (
 )
 
 
-class ArtifactError(ValueError):
+class ArtifactError(UserError):
     """A prompt_config.json is missing, malformed, or does not fit the loaded model."""
 
 
@@ -58,6 +60,20 @@ def branch_summary(alpha: torch.Tensor, options: Sequence[int], width: int, thre
         "probs": probs.tolist(),
         "dominant": dominant_flags(probs, threshold),
     }
+
+
+def shots_provenance(requested: int, train_labels: Sequence[int]) -> dict:
+    """Provenance of the few-shot sample: ``num_shots`` is the number of images per class actually
+    used (the largest class count); when some class had fewer than ``requested`` images it also
+    records ``num_shots_requested`` and ``min_shots_per_class``. ``requested`` < 1 (all images) is
+    kept as it is."""
+    if requested < 1 or not train_labels:
+        return {"num_shots": requested}
+    counts = Counter(train_labels).values()
+    if min(counts) >= requested:
+        return {"num_shots": requested}
+    return {"num_shots": max(counts), "num_shots_requested": requested,
+            "min_shots_per_class": min(counts)}
 
 
 def build_artifact(backbone: str, text: dict, vision: dict, provenance: Mapping,
@@ -130,17 +146,32 @@ def validate_artifact(art, source: str) -> None:
         lengths = br["lengths"]
         if not isinstance(lengths, list) or len(lengths) != n:
             fail(f"{name}.lengths must list one length per block ({n}), got {lengths!r}.")
-        bad = [v for v in lengths if not isinstance(v, int) or isinstance(v, bool) or v < 0]
+        bad = [v for v in lengths if not _is_int(v) or v < 0]
         if bad:
             fail(f"{name}.lengths must be integers >= 0, got {bad[0]!r}.")
+        options = br["options"]
+        if not isinstance(options, list) or not all(_is_int(v) for v in options):
+            fail(f"{name}.options must be a list of integers, got {options!r}.")
+        for block, length in enumerate(lengths):
+            if length not in options:
+                fail(f"{name} block {block} has length {length}, which is not among its options "
+                     f"{options}; set it to one of them (or add it to {name}.options).")
         for key in ("alpha", "probs"):
             rows = br.get(key)
             if rows is None:
                 continue
-            if len(rows) != n or any(len(r) != len(br["options"]) for r in rows):
-                fail(f"{name}.{key} must be {n} rows of {len(br['options'])} values.")
-            if any(not math.isfinite(v) for r in rows for v in r):
-                fail(f"{name}.{key} contains a non-finite value.")
+            if (not isinstance(rows, list) or len(rows) != n
+                    or any(not isinstance(r, list) or len(r) != len(options) for r in rows)):
+                fail(f"{name}.{key} must be {n} rows of {len(options)} values.")
+            for block, row in enumerate(rows):
+                for v in row:
+                    if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+                        fail(f"{name}.{key} of block {block} holds {json.dumps(v)}, but every value "
+                             "must be a finite number; restore the file from the search output.")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def check_fits(art: Mapping, dims: Mapping, source: str) -> None:

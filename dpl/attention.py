@@ -26,6 +26,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from user_errors import UserError
+
 IMPLS = ("fused", "reference")
 
 
@@ -150,7 +152,8 @@ def real_path_for(device) -> str:
     forced = os.environ.get("DPL_SUPERNET_REAL", "")
     if forced:
         if forced not in REAL_PATHS:
-            raise ValueError(f"DPL_SUPERNET_REAL={forced!r} is unknown; use one of {REAL_PATHS}.")
+            raise UserError(f"The environment variable DPL_SUPERNET_REAL={forced!r} is unknown; set one "
+                            f"of {REAL_PATHS} or unset it.")
         return forced
     return "lse-flex" if torch.device(device).type == "cuda" else "scores"
 

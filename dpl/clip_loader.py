@@ -17,6 +17,7 @@ from typing import Optional, Union
 
 import torch
 from open_clip.model import CLIP, build_model_from_openai_state_dict, convert_weights_to_lp
+from user_errors import UserError
 
 # The usual OpenAI file names, as the `clip` package stores them under ~/.cache/clip.
 OPENAI_FILENAMES = {
@@ -31,10 +32,10 @@ OPENAI_FILENAMES = {
     "ViT-L/14@336px": "ViT-L-14-336px.pt",
 }
 
-PRECISIONS = ("fp32", "fp16", "amp")
+PRECISIONS = ("fp32", "fp16", "amp", "bf16")  # dpl/precision.py says what each means
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A CLIP checkpoint is missing, unreadable or not in OpenAI's format."""
 
 
@@ -115,13 +116,14 @@ def load_clip(
 ) -> CLIP:
     """Build a frozen open_clip ``CLIP`` in eval mode from a local OpenAI-format checkpoint.
 
-    precision: "fp32" and "amp" keep fp32 weights; "fp16" casts matmul weights to half (CUDA only).
+    precision: "fp32", "amp" and "bf16" keep fp32 weights (the last two autocast the forward pass);
+    "fp16" casts matmul weights to half (CUDA only).
     """
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        raise UserError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     device = torch.device(device) if device is not None else torch.device("cpu")
     if precision == "fp16" and device.type != "cuda":
-        raise ValueError(
+        raise UserError(
             "PREC fp16 needs a CUDA device; on CPU use fp32 (e.g. add `TRAINER.DPL.PREC fp32`)."
         )
     file = resolve_checkpoint(backbone, path)

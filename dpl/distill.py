@@ -1,7 +1,9 @@
 """Optional knowledge distillation from zero-shot CLIP (METHOD.md §5).
 
-loss = CE + KD_WEIGHT * T² * KL(p_teacher ‖ p_student), both distributions at temperature T,
-KL averaged over the batch. The teacher is the frozen CLIP itself (no prompts) with text features
+loss = CE + KD_WEIGHT * T² * KL(p_teacher ‖ p_student), both distributions at temperature T, the
+KL summed over batch and classes and divided by batch × classes — the authors' and PromptSRC's
+``F.kl_div(..., reduction="sum") / logits.numel()`` — so KD_WEIGHT means what it means there.
+The teacher is the frozen CLIP itself (no prompts) with text features
 averaged over a template ensemble — computed once, never per step.
 """
 from __future__ import annotations
@@ -15,12 +17,15 @@ import torch.nn.functional as F
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
             temperature: float = 1.0) -> torch.Tensor:
-    """T² · mean over the batch of KL(softmax(teacher/T) ‖ softmax(student/T)). Inputs (B, C)."""
+    """T² · Σ_{b,c} p_t log(p_t / p_s) / (B · C), p = softmax(logits / T). Inputs (B, C); a scalar.
+
+    The sum over classes divided by B · C (not B) is the authors'/PromptSRC's reduction.
+    """
     t = float(temperature)
     log_p_student = F.log_softmax(student_logits.float() / t, dim=1)
     log_p_teacher = F.log_softmax(teacher_logits.float() / t, dim=1)
-    kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=1)
-    return t * t * kl.mean()
+    kl = F.kl_div(log_p_student, log_p_teacher, reduction="sum", log_target=True)
+    return t * t * kl / student_logits.numel()
 
 
 @torch.no_grad()
@@ -56,5 +61,8 @@ class ZeroShotTeacher(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B, 3, H, W), any float dtype -> logits (B, C) in fp32."""
+        # Cast like the student's image encoder: fp16 (PREC fp16) towers need fp16 images.
+        images = images.to(self.clip_model.visual.conv1.weight.dtype)
         img = F.normalize(self.clip_model.encode_image(images).float(), dim=-1)
         return self.clip_model.logit_scale.exp().float() * img @ self.text_features.t()

@@ -30,12 +30,14 @@ from torchvision import transforms
 
 from dpl.encoders import is_vit
 from dpl.text_inputs import class_prompts, eot_inputs, tokenize
+from user_errors import UserError
 
 CLIP_MEAN = tuple(OPENAI_DATASET_MEAN)
 CLIP_STD = tuple(OPENAI_DATASET_STD)
+CAM_COLORMAP = "jet"
 
 
-class GradCamError(ValueError):
+class GradCamError(UserError):
     """The model or the requested block cannot give a Grad-CAM map."""
 
 
@@ -138,6 +140,13 @@ def grad_cam(model: nn.Module, images: torch.Tensor, class_index: int = 0, block
     return _unit_range(cam[:, 0])
 
 
+def mapped_block(model: nn.Module, block: int) -> Tuple[int, int]:
+    """(k, number of image blocks): ``grad_cam(model, ..., block=block)`` maps the tokens entering
+    image block k (GradCamError if ``block`` is out of range)."""
+    num_blocks = len(find_image_tower(model).transformer.resblocks)
+    return _block_index(block, num_blocks), num_blocks
+
+
 def _block_index(block: int, num_blocks: int) -> int:
     if not -num_blocks <= block < num_blocks:
         raise GradCamError(f"block {block} is out of range: the image tower has {num_blocks} "
@@ -188,30 +197,50 @@ def displayable(image: torch.Tensor, mean: Sequence[float] = CLIP_MEAN,
     return img.clamp(0, 1).permute(1, 2, 0).numpy()
 
 
-def plot_gradcam(rows: Sequence[Tuple[str, Sequence[Tuple[np.ndarray, np.ndarray]]]],
-                 column_labels: Sequence[str], path: str, alpha: float = 0.5) -> str:
-    """One row per image: the image, then one Grad-CAM overlay per model (as paper Fig. 3).
+def gradcam_figure(rows: Sequence[Tuple[str, Sequence[Tuple[np.ndarray, np.ndarray]]]],
+                   column_labels: Sequence[str], alpha: float = 0.5, mapped: str = ""):
+    """One row per image: the input, then one Grad-CAM overlay per model (as paper Fig. 3).
 
-    rows: (row title, [(image (H, W, 3) in [0, 1], cam (H, W) in [0, 1]) per model]).
-    column_labels: one per model. Writes a PNG atomically and returns ``path``.
+    rows: (class name, [(image (H, W, 3) in [0, 1], cam (H, W) in [0, 1]) per model]).
+    column_labels: one per model. mapped: which tokens the maps read, e.g. "tokens entering
+    image block 11 (blocks 0–11)" (shown in the title). Column headers on the first row, the
+    class name as row header, one colour bar for every map.
     """
-    import matplotlib
+    import textwrap
 
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
 
-    from dpl.plots import save_figure
+    from dpl.plots import STYLE
 
     n_cols = 1 + len(column_labels)
-    fig, axes = plt.subplots(len(rows), n_cols, figsize=(2.2 * n_cols, 2.4 * len(rows)),
-                             squeeze=False)
-    for r, (title, panels) in enumerate(rows):
-        axes[r][0].imshow(panels[0][0])
-        axes[r][0].set_title(title, fontsize=8)
-        for c, (image, cam) in enumerate(panels, start=1):
-            axes[r][c].imshow(image)
-            axes[r][c].imshow(cam, cmap="jet", alpha=alpha, vmin=0.0, vmax=1.0)
-            axes[r][c].set_title(column_labels[c - 1], fontsize=8)
-        for ax in axes[r]:
-            ax.axis("off")
-    return save_figure(fig, path)
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(len(rows), n_cols, layout="constrained", squeeze=False,
+                                 figsize=(1.9 * n_cols + 1.0, 1.9 * len(rows) + 0.9))
+        for r, (classname, panels) in enumerate(rows):
+            axes[r][0].imshow(panels[0][0])
+            axes[r][0].set_ylabel(textwrap.fill(classname, 18))
+            for c, (image, cam) in enumerate(panels, start=1):
+                axes[r][c].imshow(image)
+                axes[r][c].imshow(cam, cmap=CAM_COLORMAP, alpha=alpha, vmin=0.0, vmax=1.0)
+            for ax in axes[r]:  # no ticks or frame, but keep the row header (y label)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.spines[:].set_visible(False)
+        for c, label in enumerate(["input", *column_labels]):
+            axes[0][c].set_title(textwrap.fill(label, 18))
+        fig.colorbar(ScalarMappable(Normalize(0.0, 1.0), CAM_COLORMAP), ax=axes,
+                     shrink=min(1.0, 0.45 + 0.2 * len(rows)),
+                     label="Grad-CAM (each map scaled to 0–1)")
+        fig.suptitle("Grad-CAM of the class logit" + (f", {mapped}" if mapped else ""))
+    return fig
+
+
+def plot_gradcam(rows: Sequence[Tuple[str, Sequence[Tuple[np.ndarray, np.ndarray]]]],
+                 column_labels: Sequence[str], path: str, alpha: float = 0.5,
+                 mapped: str = "") -> str:
+    """``gradcam_figure`` written as a PNG atomically; returns ``path``."""
+    from dpl.plots import save_figure
+
+    return save_figure(gradcam_figure(rows, column_labels, alpha, mapped), path)

@@ -12,6 +12,8 @@ from typing import List, Optional, Sequence
 import torch
 import torch.nn as nn
 
+from user_errors import UserError
+
 BRANCHES = ("text", "vision")
 PROMPT_INITS = ("official", "normal")
 # Config keys named in error messages, so a user knows where a bad value came from.
@@ -19,7 +21,7 @@ _LENGTH_SOURCE = "the prompt configuration (TRAINER.DPL.CONFIG_FILE artifact or 
 _OPTION_KEYS = {"text": "TRAINER.DPL.SEARCH.TEXT_OPTIONS", "vision": "TRAINER.DPL.SEARCH.VISION_OPTIONS"}
 
 
-class PromptConfigError(ValueError):
+class PromptConfigError(UserError):
     """Context lengths or options that do not fit the model or the search-space rules."""
 
 

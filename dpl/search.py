@@ -2,7 +2,9 @@
 
 ``BilevelSearch`` owns the α optimizer and performs one first-order iteration: an α step on a
 validation mini-batch, then a prompt step on a training mini-batch (Algorithm 1 order). The caller
-owns the prompt optimizer (e.g. Dassl's SGD + cosine schedule) and the data.
+owns the prompt optimizer (e.g. Dassl's SGD + cosine schedule) and the data. Mixed precision
+(``precision``, dpl/precision.py): forward passes under autocast, each update (α, prompts) through
+its own GradScaler for "amp".
 """
 from __future__ import annotations
 
@@ -12,6 +14,9 @@ import torch
 import torch.nn.functional as F
 
 from dpl.artifact import derive_lengths, dominant_flags
+from dpl.precision import (autocast, grad_scaler, optimizer_step, scaled_backward,
+                           scaled_step)
+from user_errors import UserError
 
 UPDATE_MODES = ("alternate", "simultaneous")
 
@@ -24,14 +29,17 @@ class BilevelSearch:
     mode: "alternate" — α step then prompt step, each with its own text pass (Algorithm 1);
           "simultaneous" — one text pass shared by both steps (cheaper; α and prompts see the same
           pre-update state, so it is not Algorithm 1's order).
+    precision: "fp32" / "fp16" (weights as loaded) / "amp" / "bf16" (autocast forward; "amp" also
+          gives ``alpha_scaler`` and ``prompt_scaler``, one GradScaler per optimizer).
     class_sample: 0 (exact, default) or N > 0: each step scores only the batch's classes plus random
           others, N in all (an approximation for many classes; opt-in, ``SEARCH.CLASS_SAMPLE``).
     """
 
     def __init__(self, model, prompt_optimizer, lr=3.5e-3, betas=(0.5, 0.999), weight_decay=0.0,
-                 mode: str = "alternate", loss_fn: Callable = F.cross_entropy, class_sample: int = 0):
+                 mode: str = "alternate", loss_fn: Callable = F.cross_entropy,
+                 precision: str = "fp32", class_sample: int = 0):
         if mode not in UPDATE_MODES:
-            raise ValueError(f"UPDATE_MODE must be one of {UPDATE_MODES}, got {mode!r}")
+            raise UserError(f"UPDATE_MODE must be one of {UPDATE_MODES}, got {mode!r}")
         self.model = model
         self.prompt_optimizer = prompt_optimizer
         self.arch_params = list(model.arch_parameters())
@@ -42,7 +50,38 @@ class BilevelSearch:
                                                 weight_decay=weight_decay)
         self.mode = mode
         self.loss_fn = loss_fn
+        self.precision = precision
+        self.device_type = self.arch_params[0].device.type
+        self.alpha_scaler = grad_scaler(precision, self.device_type)
+        self.prompt_scaler = grad_scaler(precision, self.device_type)
         self.class_sample = int(class_sample)
+
+    def scaler_state(self) -> dict:
+        """{"alpha": ..., "prompts": ...} GradScaler states (plain values); {} without scalers."""
+        if self.alpha_scaler is None:
+            return {}
+        return {"alpha": self.alpha_scaler.state_dict(), "prompts": self.prompt_scaler.state_dict()}
+
+    def load_scaler_state(self, state: dict) -> None:
+        if self.alpha_scaler is not None and state:
+            self.alpha_scaler.load_state_dict(state["alpha"])
+            self.prompt_scaler.load_state_dict(state["prompts"])
+
+    def _forward_loss(self, images, labels, text_features=None, classes=None):
+        """(logits, targets, loss); ``classes``: the class sample the text features are of."""
+        with autocast(self.precision, self.device_type):
+            if text_features is None and classes is not None:
+                text_features = self.model.encode_text(classes)
+            logits = self.model(images, text_features=text_features)
+            targets = _targets(labels, classes)
+            loss = self.loss_fn(logits, targets)
+        return logits, targets, loss
+
+    def _classes(self, labels) -> Optional[torch.Tensor]:
+        """The class sample for these labels, or None (every class)."""
+        if not self.class_sample or self.class_sample >= self.model.num_classes:
+            return None
+        return sample_classes(labels, self.model.num_classes, self.class_sample)
 
     def step(self, train_batch, val_batch, update_alpha: bool = True) -> dict:
         """One iteration. Batches are ``(images, labels)`` on the model's device.
@@ -51,38 +90,27 @@ class BilevelSearch:
         k - 1 of every k steps; ``val_batch`` may then be None).
         """
         val_loss = None
-        if not update_alpha:
-            train_loss, scored = self._update(train_batch, self.prompt_params,
-                                              self.prompt_optimizer, return_logits=True)
-        elif self.mode == "alternate":
-            val_loss = self._update(val_batch, self.arch_params, self.alpha_optimizer)
-            train_loss, scored = self._update(train_batch, self.prompt_params,
-                                              self.prompt_optimizer, return_logits=True)
+        if not update_alpha or self.mode == "alternate":
+            if update_alpha:
+                val_loss = self._update(val_batch, self.arch_params, self.alpha_optimizer,
+                                        self.alpha_scaler)
+            train_loss, (logits, targets) = self._update(train_batch, self.prompt_params,
+                                                         self.prompt_optimizer, self.prompt_scaler,
+                                                         return_logits=True)
         else:
-            val_loss, train_loss, scored = self._simultaneous(train_batch, val_batch)
-        logits, targets = scored
+            val_loss, train_loss, (logits, targets) = self._simultaneous(train_batch, val_batch)
         out = {"loss": train_loss, "acc": (logits.argmax(dim=1) == targets).float().mean().item() * 100}
         if val_loss is not None:
             out["loss_val"] = val_loss
         return out
 
-    def _text(self, labels):
-        """(text features or None = all classes inside the model call, class indices or None)."""
-        if not self.class_sample or self.class_sample >= self.model.num_classes:
-            return None, None
-        classes = sample_classes(labels, self.model.num_classes, self.class_sample)
-        return self.model.encode_text(classes), classes
-
-    def _update(self, batch, params, optimizer, return_logits=False):
+    def _update(self, batch, params, optimizer, scaler, return_logits=False):
         images, labels = batch
         optimizer.zero_grad(set_to_none=True)
-        text, classes = self._text(labels)
-        logits, targets = self.model(images, text_features=text), _targets(labels, classes)
-        loss = self.loss_fn(logits, targets)
+        logits, targets, loss = self._forward_loss(images, labels, classes=self._classes(labels))
         _check_finite(loss)
         # `inputs=` keeps gradients out of the other parameter set (no cross-contamination).
-        loss.backward(inputs=params)
-        optimizer.step()
+        scaled_step(loss, optimizer, scaler, inputs=params)
         if return_logits:
             return loss.item(), (logits.detach(), targets)
         return loss.item()
@@ -90,20 +118,19 @@ class BilevelSearch:
     def _simultaneous(self, train_batch, val_batch):
         self.alpha_optimizer.zero_grad(set_to_none=True)
         self.prompt_optimizer.zero_grad(set_to_none=True)
-        text, classes = self._text(torch.cat([train_batch[1], val_batch[1]]))
-        if text is None:
-            text = self.model.encode_text()
-        val_loss = self.loss_fn(self.model(val_batch[0], text_features=text),
-                                _targets(val_batch[1], classes))
-        logits = self.model(train_batch[0], text_features=text)
-        targets = _targets(train_batch[1], classes)
-        train_loss = self.loss_fn(logits, targets)
+        classes = self._classes(torch.cat([train_batch[1], val_batch[1]]))
+        with autocast(self.precision, self.device_type):
+            text = self.model.encode_text(classes)
+        _, _, val_loss = self._forward_loss(*val_batch, text_features=text, classes=classes)
+        logits, targets, train_loss = self._forward_loss(*train_batch, text_features=text,
+                                                         classes=classes)
         _check_finite(val_loss)
         _check_finite(train_loss)
-        val_loss.backward(inputs=self.arch_params, retain_graph=True)
-        train_loss.backward(inputs=self.prompt_params)
-        self.alpha_optimizer.step()
-        self.prompt_optimizer.step()
+        # Both backward passes before either step: both see the pre-update parameters.
+        scaled_backward(val_loss, self.alpha_scaler, inputs=self.arch_params, retain_graph=True)
+        scaled_backward(train_loss, self.prompt_scaler, inputs=self.prompt_params)
+        optimizer_step(self.alpha_optimizer, self.alpha_scaler)
+        optimizer_step(self.prompt_optimizer, self.prompt_scaler)
         return val_loss.item(), train_loss.item(), (logits.detach(), targets)
 
 

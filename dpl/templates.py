@@ -13,6 +13,8 @@ Keys are the CoOp dataset registry names (``DATASET.NAME``).
 """
 from __future__ import annotations
 
+from user_errors import UserError
+
 DEFAULT_TEMPLATE = "a photo of a {}."
 
 DPL_CUSTOM_TEMPLATES = {
@@ -136,7 +138,7 @@ def dataset_template(dataset_name: str, table: dict = DPL_CUSTOM_TEMPLATES) -> s
     try:
         return table[dataset_name]
     except KeyError:
-        raise ValueError(
+        raise UserError(
             f"No per-dataset template for DATASET.NAME={dataset_name!r}; known datasets: "
             f"{', '.join(sorted(table))}. Use TRAINER.DPL.TEXT_INPUT default (or ensemble) for "
             "other datasets.") from None

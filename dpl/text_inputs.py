@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 
 from dpl.templates import DEFAULT_TEMPLATE, IMAGENET_TEMPLATES, dataset_template
+from user_errors import UserError
 
 TEXT_INPUTS = ("default", "custom", "ensemble")
 
@@ -46,7 +47,7 @@ def templates_for(text_input: str, dataset_name: str = "") -> List[str]:
         return [dataset_template(dataset_name)]
     if text_input == "ensemble":
         return list(IMAGENET_TEMPLATES)
-    raise ValueError(f"TRAINER.DPL.TEXT_INPUT = {text_input!r} is unknown; use one of {TEXT_INPUTS}.")
+    raise UserError(f"TRAINER.DPL.TEXT_INPUT = {text_input!r} is unknown; use one of {TEXT_INPUTS}.")
 
 
 def tokenize(texts: Sequence[str], context_length: int) -> torch.Tensor:
@@ -86,7 +87,7 @@ def class_token_inputs(token_embedding: nn.Embedding, classnames: Sequence[str],
     ``truncate`` (default, exact), else ``context_length``.
     """
     if not classnames:
-        raise ValueError("classnames is empty; a DPL model needs at least one class.")
+        raise UserError("classnames is empty; a DPL model needs at least one class.")
     templates = templates_for(text_input, dataset_name)
     # The last template's EOT is the read-out (the public code's, for `ensemble`), so its length
     # cuts every template: later tokens of the others are never seen by the read-out either.

@@ -8,6 +8,16 @@ torch.set_num_threads(int(os.environ.get("DPL_TEST_THREADS", "2")))
 from tests.helpers.tiny_clip import TinyClipSpec, write_tiny_clip  # noqa: E402
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` are skipped when no CUDA device is available."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def tiny_clip_path(tmp_path_factory):
     """Path of a tiny random-init CLIP saved in OpenAI's checkpoint format (ViT towers)."""

@@ -1,14 +1,18 @@
 """The paper's analyses as tools: α evolution plot, Grad-CAM, cost of a configuration (tiny CLIP)."""
 import copy
+import errno
 import json
 import os
 import shlex
+import subprocess
+import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
+import dpl.io
 import dpl.plots
 from dpl.artifact import fixed_artifact, save_artifact
 from dpl.attention import prompted_block
@@ -65,7 +69,9 @@ def test_evolution_plot_has_one_panel_per_run_and_epoch(tmp_path, monkeypatch):
     original = dpl.plots.save_figure
 
     def spy(fig, path):
-        figures.append([ax.get_title() for ax in fig.axes if ax.images])  # heatmaps, not colorbar
+        heatmaps = [ax for ax in fig.axes if ax.images]  # not the colour bar
+        figures.append(([ax.get_title() for ax in heatmaps], [ax.get_ylabel() for ax in heatmaps],
+                        fig.get_suptitle()))
         return original(fig, path)
 
     monkeypatch.setattr(dpl.plots, "save_figure", spy)
@@ -74,17 +80,19 @@ def test_evolution_plot_has_one_panel_per_run_and_epoch(tmp_path, monkeypatch):
                      "--branch", "vision", "--out", str(out)])
     with Image.open(out) as png:
         assert png.format == "PNG" and png.width > 300
-    (titles,) = figures
+    ((titles, ylabels, suptitle),) = figures
     assert len(titles) == 2 * 3
-    assert titles[0] == "caltech101 — vision — epoch 1"
-    assert titles[2] == "caltech101 — vision — epoch 5"
-    assert titles[5] == "dtd — vision — epoch 3"  # epoch 5 clipped to the run's last
+    assert titles[:3] == ["epoch 1", "epoch 2", "epoch 5"]       # column headers
+    assert titles[3:] == ["", "", "epoch 3 (last)"]              # epoch 5 clipped to dtd's last
+    assert ylabels[0] == "caltech101\nblock" and ylabels[3] == "dtd\nblock"  # row headers
+    assert "image encoder" in suptitle
 
 
-def test_evolution_of_a_missing_history_is_a_clear_error(tmp_path):
+def test_evolution_of_a_missing_history_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as err:
         plot_alpha.main(["--evolution", str(tmp_path), "--out", str(tmp_path / "x.png")])
-    assert "alpha_history.json does not exist" in str(err.value)
+    assert err.value.code == 2
+    assert "alpha_history.json does not exist" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------------------------
@@ -231,7 +239,7 @@ def test_gradcam_cli_writes_side_by_side_png(saved_run, data_root, tiny_clip_pat
                   "--run", "DPL", dpl_run, "--run", "MaPLe", maple_run, "--out", str(png)])
     with Image.open(png) as img:
         assert img.format == "PNG"
-    assert figures == [2 * 4]  # 2 images x (image, CLIP, DPL, MaPLe)
+    assert figures == [2 * 4 + 1]  # 2 images x (input, CLIP, DPL, MaPLe) + the colour bar
 
 
 def test_complexity_of_a_run_equals_its_configuration(saved_run, data_root, tiny_clip_path, clip):
@@ -354,11 +362,90 @@ def test_complexity_cli_table_json_and_plot(clip, dims, tiny_clip_path, tmp_path
     assert "caltech101" in out and "frozen CLIP 8, " in out and "CoOp (16 ctx) 20." in out
 
 
-def test_complexity_cli_names_a_mismatched_artifact(dims, tiny_clip_path, tmp_path):
+def test_complexity_cli_names_a_mismatched_artifact(dims, tiny_clip_path, tmp_path, capsys):
     other = {"text": {"num_blocks": 12, "width": 512}, "vision": {"num_blocks": 12, "width": 768}}
     path = tmp_path / "vit_b16.json"
     save_artifact(str(path), fixed_artifact("ViT-B/16", other, [0] * 12, [0] * 12, {}))
     with pytest.raises(SystemExit) as err:
         complexity.main(["--backbone", "tiny", "--clip-checkpoint", str(tiny_clip_path),
                          "--artifacts", str(path)])
-    assert "vit_b16.json" in str(err.value) and "width 512" in str(err.value)
+    line = capsys.readouterr().err
+    assert err.value.code == 2 and "vit_b16.json" in line and "width 512" in line
+
+
+# ----------------------------------------------------------------------------------------------
+# Mistakes with the tools' files: one line naming the path, exit status 2, nothing measured
+# ----------------------------------------------------------------------------------------------
+def one_error_line(capsys, prog: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"{prog}: error: "), err
+    return err
+
+
+def test_plot_alpha_names_a_truncated_history(tmp_path):
+    write_history(tmp_path, epochs=2, seed=0)
+    history = tmp_path / "alpha_history.json"
+    history.write_text(history.read_text()[:100])
+    result = subprocess.run([sys.executable, os.path.join(REPO, "tools", "plot_alpha.py"),
+                             str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]  # one line, no traceback
+    assert str(history) in result.stderr and "not valid JSON" in result.stderr
+
+
+def test_plot_alpha_out_below_a_file_is_one_line(tmp_path, capsys):
+    write_history(tmp_path, epochs=2, seed=0)
+    (tmp_path / "notes.txt").write_text("a file")
+    out = tmp_path / "notes.txt" / "evolution.png"
+    with pytest.raises(SystemExit) as err:
+        plot_alpha.main(["--evolution", str(tmp_path), "--out", str(out)])
+    assert err.value.code == 2
+    line = one_error_line(capsys, "plot_alpha.py")
+    assert str(out) in line and "is a file" in line
+
+
+def test_plot_alpha_into_a_read_only_folder_is_one_line(tmp_path, capsys, monkeypatch):
+    write_history(tmp_path, epochs=2, seed=0)
+    tmp_path.chmod(0o555)
+    if os.access(tmp_path, os.W_OK):  # root ignores the mode: fail the write as the kernel would
+        def refuse(*args, dir=None, **kwargs):
+            raise PermissionError(errno.EACCES, "Permission denied", dir)
+        monkeypatch.setattr(dpl.io.tempfile, "mkstemp", refuse)
+    try:
+        with pytest.raises(SystemExit) as err:  # heatmap and convergence go into the run folder
+            plot_alpha.main([str(tmp_path)])
+        with pytest.raises(SystemExit):
+            plot_alpha.main(["--evolution", str(tmp_path), "--out", str(tmp_path / "evo.png")])
+    finally:
+        tmp_path.chmod(0o755)
+    assert err.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("plot_alpha.py: error: ") for line in lines)
+    assert all(str(tmp_path) in line and ("Permission denied" in line or "not writable" in line)
+               for line in lines)
+
+
+@pytest.mark.parametrize("flag", ["--json", "--plot"])
+def test_complexity_refuses_unwritable_outputs_before_measuring(tmp_path, capsys, monkeypatch,
+                                                                flag):
+    monkeypatch.setattr(complexity, "load_backbone",
+                        lambda *a: pytest.fail("measured before checking the outputs"))
+    (tmp_path / "notes.txt").write_text("a file")
+    for path, words in ((tmp_path, "is a folder"), (tmp_path / "notes.txt" / "out", "is a file")):
+        with pytest.raises(SystemExit) as err:
+            complexity.main(["--random-init", "ViT-B/16", flag, str(path)])
+        line = one_error_line(capsys, "complexity.py")
+        assert err.value.code == 2 and f"{flag} {path}" in line and words in line
+
+
+def test_complexity_uniform_depth_beyond_the_model_is_labelled_clamped(tiny_clip_path, tmp_path,
+                                                                      capsys):
+    out = tmp_path / "cost.json"
+    complexity.main(["--backbone", "tiny", "--clip-checkpoint", str(tiny_clip_path),
+                     "--uniform", "2", "40", "--uniform", "2", "2", "--json", str(out)])
+    rows = {r["label"]: r for r in json.load(open(out))}
+    label = "uniform 2 x 3 text / 2 image (depth 40 clamped)"  # tiny CLIP: 3 text, 2 image blocks
+    assert rows[label]["params"] == 2 * 3 * 64 + 2 * 2 * 128
+    assert rows["uniform 2 x 2"]["params"] == 2 * 2 * 64 + 2 * 2 * 128
+    captured = capsys.readouterr()
+    assert label in captured.out and "depth is clamped" in captured.err

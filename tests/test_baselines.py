@@ -358,7 +358,9 @@ def test_eval_with_another_prompt_setting_is_a_clear_error(data_root, tiny_clip_
                              extra=["--eval-only", "--model-dir", str(out), "--load-epoch", "1"])
                   + opts[:-2] + ["TRAINER.COOP.N_CTX", "8"])
     err = capsys.readouterr().err
-    assert "prompt_learner checkpoint in" in err and "TRAINER.COOP.*" in err
+    # The same one-line message as DPLTrain's (trainers/_common.py, test_bad_inputs.py): file, shapes.
+    assert f'Checkpoint "{out / "prompt_learner" / "model.pth.tar-1"}" does not fit this model' in err
+    assert "ctx: expected (8, " in err and "found (4, " in err and "TRAINER.COOP.*" in err
 
 
 @pytest.mark.slow

@@ -266,3 +266,85 @@ def test_simple_net_default_model(mini_root, tmp_path):
     net = SimpleNet(cfg, cfg.MODEL, num_classes=3)
     logits, feats = net(torch.zeros(2, 3, 8, 8), return_feature=True)
     assert logits.shape == (2, 3) and feats.shape == (2, net.fdim) and net.fdim == 192
+
+
+def test_stop_request_ends_the_loop_after_the_epoch(mini_root, tmp_path, capsys):
+    """A trainer that sets ``stop_requested`` (early stopping) ends after that epoch; after_train
+    still runs, and a resumed run that is already stopped runs no epoch at all."""
+
+    class Stopping(ToyLinear):
+        def after_epoch(self):
+            super().after_epoch()
+            if self.epoch == 0:
+                self.stop_requested = True
+                self.save_model(self.epoch, self.output_dir)
+
+    out = str(tmp_path / "stop")
+    trainer = Stopping(_cfg(mini_root, out))
+    trainer.train()
+    assert trainer.hook_calls == ["before_train", "before_epoch0", "run_epoch0", "after_epoch0",
+                                  "after_train"]
+
+    class StoppedAtStart(ToyLinear):
+        def before_train(self):
+            super().before_train()
+            self.stop_requested = True
+
+    again = StoppedAtStart(_cfg(mini_root, out))
+    again.train()
+    assert again.hook_calls == ["before_train", "after_train"]
+
+
+def test_trainer_state_is_checkpointed_and_restored(mini_root, tmp_path):
+    class WithState(ToyLinear):
+        counter = 0
+
+        def trainer_state(self):
+            return {"counter": self.counter}
+
+        def load_trainer_state(self, state):
+            self.counter = state["counter"]
+
+        def after_epoch(self):
+            self.counter += 10
+            super().after_epoch()
+
+    out = str(tmp_path / "state")
+    first = WithState(_cfg(mini_root, out, "OPTIM.MAX_EPOCH", "2"))
+    first.train()
+    ckpt = torch.load(os.path.join(out, "toy_model", "model.pth.tar-2"), weights_only=True)
+    assert ckpt["trainer_state"] == {"counter": 20}
+    resumed = WithState(_cfg(mini_root, out, "OPTIM.MAX_EPOCH", "3"))
+    resumed.train()
+    assert resumed.counter == 30  # 20 restored + the one epoch it ran
+
+
+def test_resumed_best_val_run_keeps_the_earlier_best_model(mini_root, tmp_path, capsys):
+    """Killed after epoch 1 (val 50) and resumed (val 40, 45): model-best stays epoch 1, as in an
+    uninterrupted run; without the stored best result the resumed run saved epoch 2 as best."""
+
+    def run(out, val_results, stop_after=None):
+        trainer = _trainer(_cfg(mini_root, out, "TEST.FINAL_MODEL", "best_val",
+                                "TRAIN.CHECKPOINT_FREQ", "1"))
+        scripted = iter(val_results)
+        real_test = trainer.test
+        trainer.test = lambda split=None: next(scripted) if split == "val" else real_test(split)
+        ToyLinear.stop_after_epoch = stop_after
+        try:
+            trainer.train()
+        finally:
+            ToyLinear.stop_after_epoch = None
+        return trainer
+
+    whole = str(tmp_path / "whole")
+    run(whole, [50.0, 40.0, 45.0])
+    parts = str(tmp_path / "parts")
+    with pytest.raises(TrainingInterrupted):
+        run(parts, [50.0], stop_after=1)
+    resumed = run(parts, [40.0, 45.0])
+    assert resumed.best_result == 50.0
+    best = [torch.load(os.path.join(d, "toy_model", "model-best.pth.tar"), weights_only=True)
+            for d in (whole, parts)]
+    assert best[0]["epoch"] == best[1]["epoch"] == 1 and best[1]["val_result"] == 50.0
+    for key, value in best[0]["state_dict"].items():
+        assert torch.equal(value, best[1]["state_dict"][key])

@@ -53,30 +53,34 @@ def test_search_writes_valid_artifact_history_and_plots(search_run):
     assert "Finish training" in log and "* accuracy:" in log
 
 
+def search_killed_after_first_epoch(root, out, clip_path, monkeypatch):
+    from trainers.dpl_search import DPLSearch
+
+    run_killed_after_first_epoch(monkeypatch, DPLSearch,
+                                 train_args("DPLSearch", "vit_b16", "dtd", root, out)
+                                 + tiny_opts(clip_path))
+
+
+def assert_same_artifact(first, second):
+    """Two prompt_config.json files are equal apart from their creation time."""
+    a, b = json.load(open(first)), json.load(open(second))
+    for x in (a, b):
+        x["provenance"].pop("created")
+    assert a == b
+
+
 def test_same_seed_gives_identical_artifact(search_run, data_root, tiny_clip_path, tmp_path):
     _, first = search_run
-    second = search(data_root, tmp_path / "again", tiny_clip_path)
-    a, b = json.load(open(first)), json.load(open(second))
-    a["provenance"].pop("created")
-    b["provenance"].pop("created")
-    assert a == b
+    assert_same_artifact(first, search(data_root, tmp_path / "again", tiny_clip_path))
 
 
 def test_interrupted_search_resumes_to_the_same_artifact(search_run, data_root, tiny_clip_path,
                                                          tmp_path, monkeypatch):
-    from trainers.dpl_search import DPLSearch
-
     _, reference = search_run
     out = tmp_path / "killed"
-    run_killed_after_first_epoch(monkeypatch, DPLSearch,
-                                 train_args("DPLSearch", "vit_b16", "dtd", data_root, out)
-                                 + tiny_opts(tiny_clip_path))
+    search_killed_after_first_epoch(data_root, out, tiny_clip_path, monkeypatch)
     assert not os.path.exists(out / "prompt_config.json")
-    resumed = search(data_root, out, tiny_clip_path)
-    a, b = json.load(open(reference)), json.load(open(resumed))
-    for x in (a, b):
-        x["provenance"].pop("created")
-    assert a == b
+    assert_same_artifact(reference, search(data_root, out, tiny_clip_path))
 
 
 def test_train_on_artifact_then_eval_only_reproduces(search_run, data_root, tiny_clip_path, tmp_path):
@@ -205,3 +209,126 @@ def test_unseeded_search_resumes_with_the_same_alpha_batches(data_root, tiny_cli
     run_killed_after_first_epoch(monkeypatch, DPLSearch, argv + opts)
     run_train(argv + opts)
     assert len(seeds) == 2 and seeds[0] == seeds[1]  # epoch 1 (first run), epoch 2 (resumed run)
+
+
+def test_alpha_is_saved_once_and_the_batch_seed_is_trainer_state(search_run):
+    out, art_path = search_run
+    prompts = torch.load(out / "prompt_learner" / "model.pth.tar-2", weights_only=True)
+    alpha = torch.load(out / "alpha" / "model.pth.tar-2", weights_only=True)
+    assert prompts["state_dict"] and not any("alpha" in k for k in prompts["state_dict"])
+    assert set(alpha["state_dict"]) == {"text", "vision"}  # no tensor buffer for the seed
+    assert alpha["trainer_state"]["alpha_batch_seed"] == 1  # SEED 1
+    art = load_artifact(art_path)
+    assert torch.allclose(alpha["state_dict"]["text"], torch.tensor(art["text"]["alpha"]))
+
+
+def test_search_checkpoint_of_the_older_layout_still_resumes(search_run, data_root, tiny_clip_path,
+                                                             tmp_path, monkeypatch):
+    """Older versions saved α in prompt_learner/ too and the seed as an alpha/ buffer."""
+    _, reference = search_run
+    out = tmp_path / "old"
+    search_killed_after_first_epoch(data_root, out, tiny_clip_path, monkeypatch)
+    prompt_file, alpha_file = out / "prompt_learner" / "model.pth.tar-1", out / "alpha" / "model.pth.tar-1"
+    prompts, alpha = (torch.load(f, weights_only=True) for f in (prompt_file, alpha_file))
+    seed = alpha.pop("trainer_state")["alpha_batch_seed"]
+    prompts.pop("trainer_state")
+    prompts["state_dict"].update({"text.alpha": alpha["state_dict"]["text"],
+                                  "vision.alpha": alpha["state_dict"]["vision"]})
+    alpha["state_dict"]["batch_seed"] = torch.tensor(seed)
+    torch.save(prompts, prompt_file)
+    torch.save(alpha, alpha_file)
+    assert_same_artifact(reference, search(data_root, out, tiny_clip_path))
+
+
+def _real_dassl_warmup_load(self, state_dict):
+    """What the real Dassl's warm-up scheduler does on load: its successor becomes an unpickled
+    copy, bound to a copy of the optimizer, so stepping it no longer changes the live LR."""
+    import copy
+
+    state = dict(state_dict)
+    successor_state = state.pop("successor")
+    self.__dict__.update(state)
+    self.successor = copy.deepcopy(self.successor)  # deep-copies the optimizer it drives too
+    self.successor.load_state_dict(successor_state)
+
+
+@pytest.mark.parametrize("trainer", ["DPLTrain", "CoOp"])
+def test_resume_on_an_engine_with_a_stale_warmup_successor_keeps_the_schedule(
+        data_root, tiny_clip_path, tmp_path, monkeypatch, trainer):
+    """Killed after epoch 1 of 4 and resumed on an engine whose warm-up scheduler restores a stale
+    successor (the real Dassl): same LR per epoch and same prompts as an uninterrupted run."""
+    from dassl.optim.lr_scheduler import _BaseWarmupScheduler
+    from trainers.coop import CoOp
+    from trainers.dpl_train import DPLTrain
+
+    cls = {"DPLTrain": DPLTrain, "CoOp": CoOp}[trainer]
+    monkeypatch.setattr(_BaseWarmupScheduler, "load_state_dict", _real_dassl_warmup_load)
+    lrs = []
+    before_epoch = cls.before_epoch
+
+    def record_lr(self):
+        before_epoch(self)
+        lrs.append((self.epoch, self.get_current_lr()))
+
+    monkeypatch.setattr(cls, "before_epoch", record_lr)
+    config = "vit_b16" if trainer == "DPLTrain" else "vit_b16_ep50"
+    opts = tiny_opts(tiny_clip_path, epochs=4) + ["TRAIN.CHECKPOINT_FREQ", "1"]
+    if trainer == "DPLTrain":
+        opts += ["TRAINER.DPL.MANUAL.TEXT_LENGTH", "2", "TRAINER.DPL.MANUAL.VISION_LENGTH", "2"]
+    else:
+        opts += ["TRAINER.COOP.PREC", "fp32"]
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    run_train(train_args(trainer, config, "dtd", data_root, whole) + opts)
+    whole_lrs, lrs[:] = list(lrs), []
+    run_killed_after_first_epoch(monkeypatch, cls, train_args(trainer, config, "dtd", data_root, parts)
+                                 + opts)
+    run_train(train_args(trainer, config, "dtd", data_root, parts) + opts)
+    assert lrs == whole_lrs and len({lr for _, lr in lrs}) == 4
+    a, b = (torch.load(d / "prompt_learner" / "model.pth.tar-4", weights_only=True)["state_dict"]
+            for d in (whole, parts))
+    assert all(torch.equal(v, b[k]) for k, v in a.items())
+
+
+def test_best_val_run_resumed_keeps_the_same_best_model(data_root, tiny_clip_path, tmp_path,
+                                                        monkeypatch):
+    """TEST.FINAL_MODEL best_val, val results 50/40/45: killed after epoch 1 and resumed, the
+    best model is still epoch 1's (it used to become epoch 2's, the first after the resume)."""
+    from trainers.dpl_train import DPLTrain
+
+    real_test = DPLTrain.test
+
+    def scripted_test(self, split=None):
+        return {0: 50.0, 1: 40.0, 2: 45.0}[self.epoch] if split == "val" else real_test(self, split)
+
+    monkeypatch.setattr(DPLTrain, "test", scripted_test)
+    opts = (tiny_opts(tiny_clip_path, epochs=3)
+            + ["TEST.FINAL_MODEL", "best_val", "TRAINER.DPL.MANUAL.TEXT_LENGTH", "2"])
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    run_train(train_args("DPLTrain", "vit_b16", "dtd", data_root, whole) + opts)
+    run_killed_after_first_epoch(monkeypatch, DPLTrain,
+                                 train_args("DPLTrain", "vit_b16", "dtd", data_root, parts) + opts)
+    run_train(train_args("DPLTrain", "vit_b16", "dtd", data_root, parts) + opts)
+    a, b = (torch.load(d / "prompt_learner" / "model-best.pth.tar", weights_only=True)
+            for d in (whole, parts))
+    assert a["epoch"] == b["epoch"] == 1 and b["val_result"] == 50.0
+    assert all(torch.equal(v, b["state_dict"][k]) for k, v in a["state_dict"].items())
+
+
+def test_early_stop_ends_the_search_through_the_engine(data_root, tiny_clip_path, tmp_path,
+                                                       monkeypatch, capsys):
+    """PATIENCE 1 and a configuration that never changes: the engine's loop ends after epoch 2 of
+    4 (DPLSearch has no loop of its own); re-running the finished search runs no epoch."""
+    from dpl.search import AlphaHistory
+
+    monkeypatch.setattr(AlphaHistory, "unchanged_epochs", lambda self: len(self.records) - 1)
+    out = tmp_path / "early"
+    opts = ["TRAINER.DPL.SEARCH.PATIENCE", "1", "TRAINER.DPL.SEARCH.MIN_EPOCHS", "0",
+            "TRAIN.CHECKPOINT_FREQ", "1"]
+    art = load_artifact(search(data_root, out, tiny_clip_path, epochs=4, extra_opts=opts))
+    assert art["provenance"]["early_stopped"] is True and art["provenance"]["epochs_run"] == 2
+    assert sorted(os.listdir(out / "alpha")) == ["checkpoint", "model.pth.tar-2"]
+    first = capsys.readouterr().out
+    assert "epoch [2/4]" in first and "epoch [3/4]" not in first and "Early stop" in first
+    search(data_root, out, tiny_clip_path, epochs=4, extra_opts=opts)
+    again = capsys.readouterr().out
+    assert "epoch [" not in again and "Prompt configuration saved" in again

@@ -161,8 +161,10 @@ def test_corrupt_image_read_in_a_worker_is_one_line(own_data, tmp_path, tiny_cli
     bad = own_data / "dtd" / "images" / relpath
     bad.write_bytes(b"\xff\xd8 this is no JPEG")
     out = tmp_path / "out"
+    # No prompts (lengths 0): eval-only without --model-dir is then zero-shot CLIP, which is allowed.
     argv = train_argv(own_data, out, tiny_clip_path, flags=["--eval-only"],
-                      opts=["DATALOADER.NUM_WORKERS", "1"])
+                      opts=["DATALOADER.NUM_WORKERS", "1", "TRAINER.DPL.MANUAL.TEXT_LENGTH", "0",
+                            "TRAINER.DPL.MANUAL.VISION_LENGTH", "0"])
     msg = run_fails(argv, capsys, monkeypatch)
     assert msg.startswith(f"Cannot read image file {bad} (UnidentifiedImageError"), msg
     assert "restore it from the original dataset archive" in msg and "worker" not in msg

@@ -25,3 +25,32 @@ def test_history_replaces_redone_epochs_and_counts_unchanged():
     assert [r["epoch"] for r in h.records] == [1, 2]
     assert h.records[-1]["text"]["argmax_changes"] == 1
     assert h.unchanged_epochs() == 0
+
+
+def _search_cfg(*opts):
+    from dassl.config import get_cfg_default
+    from trainers.config import extend_cfg
+
+    cfg = get_cfg_default()
+    extend_cfg(cfg)
+    cfg.merge_from_list(["TRAINER.NAME", "DPLSearch", "DATASET.NAME", "DescribableTextures",
+                         "DATASET.NUM_SHOTS", "16", "SEED", "1", *opts])
+    return cfg
+
+
+def test_config_hash_covers_only_what_defines_the_search():
+    from trainers.dpl_search import config_hash
+
+    base = config_hash(_search_cfg())
+    same = _search_cfg("DATALOADER.NUM_WORKERS", "0", "TRAIN.PRINT_FREQ", "1", "USE_CUDA", "False",
+                       "OUTPUT_DIR", "/elsewhere", "RESUME", "/r", "DATASET.ROOT", "/data",
+                       "MODEL.BACKBONE.PATH", "/ckpt/ViT-B-16.pt", "TRAINER.DPL.SEARCH.PLOT", "False",
+                       "TRAIN.CHECKPOINT_FREQ", "1", "TRAIN.KEEP_CHECKPOINTS", "2")
+    assert config_hash(same) == base
+    for key, value in [("TRAINER.DPL.SEARCH.ALPHA_LR", "0.01"), ("DATASET.NUM_SHOTS", "4"),
+                       ("SEED", "2"), ("DATASET.SUBSAMPLE_CLASSES", "base"),
+                       ("DATASET.VAL_FROM_TRAIN", "True"), ("INPUT.SIZE", "(32, 32)"),
+                       ("OPTIM.LR", "0.1"), ("DATALOADER.TRAIN_X.BATCH_SIZE", "8"),
+                       ("MODEL.BACKBONE.NAME", "ViT-B/32"), ("TRAINER.DPL.PREC", "amp"),
+                       ("TRAINER.DPL.SEARCH.TEXT_OPTIONS", "[0, 2]")]:
+        assert config_hash(_search_cfg(key, value)) != base, key

@@ -21,6 +21,7 @@ per class prompt; "extra" is relative to frozen CLIP of the same backbone. Every
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shlex
 import sys
@@ -37,6 +38,11 @@ from tabulate import tabulate  # noqa: E402
 from dpl.cost import (PLACEHOLDER_CLASS, ForwardFlops, clip_flops, dpl_cost,  # noqa: E402
                       image_input, model_flops, random_init_clip, total_parameters,
                       trainable_parameters)
+from dpl.tool_errors import exit_error, os_error_line, output_problem  # noqa: E402
+from dpl.plots import save_figure, styled  # noqa: E402  (selects the Agg backend)
+
+import matplotlib.pyplot as plt  # noqa: E402,I100
+from matplotlib.patches import Patch  # noqa: E402,I100
 
 PROG = "complexity.py"
 BASELINES = {"coop": "CoOp", "ivlp": "IVLP", "maple": "MaPLe"}
@@ -95,6 +101,22 @@ def uniform_lengths(length: int, depth: int, dims) -> tuple:
     manual = SimpleNamespace(TEXT_LENGTHS=[], VISION_LENGTHS=[], TEXT_LENGTH=length,
                              TEXT_DEPTH=depth, VISION_LENGTH=length, VISION_DEPTH=depth)
     return tuple(manual_lengths(manual, dims[b]["num_blocks"], b) for b in ("text", "vision"))
+
+
+def uniform_label(length: int, depth: int, dims) -> str:
+    """E.g. "uniform 2 x 9"; a depth beyond an encoder's blocks is clamped as in DPLTrain, and the
+    label says so with the depths used ("uniform 2 x 3 text / 2 image (depth 40 clamped)")."""
+    blocks = [dims[b]["num_blocks"] for b in ("text", "vision")]
+    if depth < 0:
+        return f"uniform {length} x all"
+    if depth <= min(blocks):
+        return f"uniform {length} x {depth}"
+    used = [min(depth, n) for n in blocks]
+    depths = str(used[0]) if used[0] == used[1] else f"{used[0]} text / {used[1]} image"
+    label = f"uniform {length} x {depths} (depth {depth} clamped)"
+    print(f"{PROG}: note: --uniform {length} {depth}: the encoders have {blocks[0]} text and "
+          f"{blocks[1]} image blocks, so the depth is clamped; row \"{label}\".", file=sys.stderr)
+    return label
 
 
 def baseline_row(name: str, config_file: str, opts: Sequence[str], clip_model,
@@ -178,41 +200,62 @@ def as_records(rows: Sequence[Row]) -> list:
              "extra_image_flops": r.extra.image, "extra_text_flops": r.extra.text} for r in rows]
 
 
-def plot_rows(rows: Sequence[Row], reference: ForwardFlops, path: str) -> str:
-    """Bars per configuration: trainable parameters (log scale) and extra FLOPs in % of CLIP."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from dpl.plots import save_figure
-
-    rows = [r for r in rows if r.kind != "clip"]
-    colors = [{"dpl": "tab:blue", "baseline": "tab:gray", "run": "tab:orange"}[r.kind] for r in rows]
-    x = list(range(len(rows)))
-    fig, axes = plt.subplots(1, 3, figsize=(max(9.0, 3.0 + 1.2 * len(rows)), 3.8))
-    # A log axis cannot show 0: such bars are left out and labelled "0".
-    axes[0].bar(x, [r.params if r.params > 0 else float("nan") for r in rows], color=colors)
-    axes[0].set_yscale("log")
-    axes[0].set_title("trainable parameters", fontsize=9)
-    _bar_labels(axes[0], x, [_short(r.params) for r in rows])
-    for ax, key, ref, title in ((axes[1], "image", reference.image, "extra FLOPs per image (%)"),
-                                (axes[2], "text", reference.text, "extra FLOPs per class prompt (%)")):
-        values = [100.0 * getattr(r.extra, key) / ref for r in rows]
-        ax.bar(x, values, color=colors)
-        ax.set_title(title, fontsize=9)
-        _bar_labels(ax, x, [f"{v:.2f}" for v in values])
-    for ax in axes:
-        ax.set_xticks(x)
-        ax.set_xticklabels([r.label for r in rows], rotation=60, ha="right", fontsize=7)
-    fig.tight_layout()
-    return save_figure(fig, path)
+KIND_COLORS = {"dpl": ("tab:blue", "DPL configuration"), "baseline": ("tab:gray", "baseline"),
+               "run": ("tab:orange", "trained run")}
 
 
-def _bar_labels(ax, xs, texts) -> None:
-    """Write each bar's value just above the x axis (readable whatever the bar height)."""
-    for x, text in zip(xs, texts):
-        ax.annotate(text, (x, 0.02), xycoords=("data", "axes fraction"), ha="center", fontsize=6)
+@styled
+def complexity_figure(rows: Sequence[Row], reference: ForwardFlops, title: str = ""):
+    """Horizontal bars per configuration (frozen CLIP left out): trainable parameters on a log axis,
+    extra FLOPs per image and per class prompt in % of frozen CLIP; each bar carries its value and
+    a legend names the colours. title: e.g. the backbone."""
+    shown = [r for r in rows if r.kind != "clip"]
+    y = list(range(len(shown)))
+    colors = [KIND_COLORS[r.kind][0] for r in shown]
+    fig, axes = plt.subplots(1, 3, sharey=True, layout="constrained",
+                             figsize=(11, 1.6 + 0.32 * max(len(shown), 3)))
+    _params_panel(axes[0], y, [r.params for r in shown], colors)
+    for ax, key, ref, what in ((axes[1], "image", reference.image, "per image"),
+                               (axes[2], "text", reference.text, "per class prompt")):
+        values = [100.0 * getattr(r.extra, key) / ref for r in shown]
+        ax.barh(y, values, color=colors)
+        ax.set_xlim(0, 1.3 * max(max(values), 0.01))
+        ax.set_xlabel(f"extra FLOPs {what} (%)")
+        _bar_labels(ax, y, values, [f"{v:.2f} %" for v in values])
+    axes[0].set_yticks(y, [r.label for r in shown])
+    axes[0].invert_yaxis()
+    kinds = [k for k in KIND_COLORS if any(r.kind == k for r in shown)]
+    fig.legend(handles=[Patch(color=KIND_COLORS[k][0], label=KIND_COLORS[k][1]) for k in kinds],
+               loc="outside lower center", ncol=len(kinds))
+    fig.suptitle(f"{title + ': ' if title else ''}trainable parameters and extra forward FLOPs "
+                 "(% of frozen CLIP's)")
+    return fig
+
+
+def _params_panel(ax, y, params, colors) -> None:
+    """Parameters on a log axis from the decade below the smallest count; 0 cannot be drawn on a
+    log axis, so such bars are left out and labelled "0"."""
+    positive = [p for p in params if p > 0]
+    if positive:
+        ax.set_xscale("log")
+        decades = math.floor(math.log10(min(positive))), math.log10(max(positive)) + 1.2
+        ax.set_xlim(10 ** decades[0], 10 ** decades[1])  # headroom right of the bars for labels
+    ax.barh(y, [p if p > 0 else float("nan") for p in params], color=colors)
+    ax.set_xlabel("trainable parameters" + (" (log scale)" if positive else ""))
+    _bar_labels(ax, y, params, [_short(p) for p in params])
+
+
+def _bar_labels(ax, ys, values, texts) -> None:
+    """Write each bar's value just right of its end (at the axis start for 0)."""
+    left = ax.get_xlim()[0]
+    for y, value, text in zip(ys, values, texts):
+        ax.annotate(text, (max(value, left), y), xytext=(3, 0), textcoords="offset points",
+                    va="center", ha="left", fontsize=8)
+
+
+def plot_rows(rows: Sequence[Row], reference: ForwardFlops, path: str, title: str = "") -> str:
+    """``complexity_figure`` saved as a PNG at ``path``; returns ``path``."""
+    return save_figure(complexity_figure(rows, reference, title), path)
 
 
 def _short(n: int) -> str:
@@ -236,7 +279,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--vision-lengths", nargs="+", type=int, help="manual row: per-block image lengths")
     p.add_argument("--uniform", nargs=2, type=int, action="append", default=[],
                    metavar=("LENGTH", "DEPTH"), help="row: LENGTH tokens in the first DEPTH blocks "
-                   "of both branches (-1 = all); repeatable")
+                   "of both branches (-1 = all; a deeper DEPTH is clamped and the row says so); "
+                   "repeatable")
     p.add_argument("--baseline", nargs="+", action="append", default=[],
                    metavar="NAME [CONFIG_FILE]", help=f"row: one of {sorted(BASELINES)} with an "
                    "optional trainer YAML; repeatable")
@@ -245,8 +289,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, help="classes, for CoOp with CSC True")
     p.add_argument("--run", nargs=2, action="append", default=[], metavar=("LABEL", "TRAIN_ARGS"),
                    help="row: a run's model, from train.py flags + opts in one quoted string")
-    p.add_argument("--plot", help="bar plot PNG across the rows")
-    p.add_argument("--json", help="write the rows as JSON")
+    p.add_argument("--plot", help="bar plot PNG across the rows (checked before measuring)")
+    p.add_argument("--json", help="write the rows as JSON (checked before measuring)")
     return p
 
 
@@ -263,9 +307,9 @@ def build_rows(args, clip_model, workdir: str) -> tuple:
         vision = _manual(args.vision_lengths, dims["vision"]["num_blocks"], "--vision-lengths")
         rows.append(dpl_row("manual", clip_model, text, vision, reference))
     for length, depth in args.uniform:
-        shown = "all" if depth < 0 else depth
-        rows.append(dpl_row(f"uniform {length} x {shown}", clip_model,
-                            *uniform_lengths(length, depth, dims), reference))
+        text, vision = uniform_lengths(length, depth, dims)
+        label = uniform_label(length, depth, dims)
+        rows.append(dpl_row(label, clip_model, text, vision, reference))
     for spec in args.baseline:
         rows.append(baseline_row(spec[0].lower(), spec[1] if len(spec) > 1 else "", args.opts,
                                  clip_model, reference, args.num_classes))
@@ -296,21 +340,32 @@ def main(argv: Optional[List[str]] = None) -> int:
         p.error("--labels needs one label per artifact")
     if len(args.opts) % 2:
         p.error(f"--opts {args.opts} must be KEY VALUE pairs")
+    for flag, path in (("--json", args.json), ("--plot", args.plot)):
+        problem = path and output_problem(path)
+        if problem:  # checked before minutes of measuring
+            exit_error(PROG, f"{flag} {problem}")
     try:
         clip_model = load_backbone(args.backbone, args.clip_checkpoint, args.random_init)
         with tempfile.TemporaryDirectory(prefix="complexity-") as workdir:
             rows, reference = build_rows(args, clip_model, workdir)
     except _user_errors() as err:
-        raise SystemExit(f"{PROG}: error: {' '.join(str(err).split())}") from None
+        exit_error(PROG, str(err))
     print(table(rows, total_parameters(clip_model), reference))
     print(text_length_line(rows, clip_model.context_length))
     if args.json:
         from dpl.io import atomic_write_json
 
-        atomic_write_json(args.json, as_records(rows))
+        try:
+            atomic_write_json(args.json, as_records(rows))
+        except OSError as err:  # e.g. a folder made read-only or a disk filled since the check
+            exit_error(PROG, os_error_line(err, args.json))
         print(f"Saved {args.json}")
     if args.plot:
-        print(f"Saved {plot_rows(rows, reference, args.plot)}")
+        try:
+            title = args.random_init or args.backbone
+            print(f"Saved {plot_rows(rows, reference, args.plot, title)}")
+        except OSError as err:
+            exit_error(PROG, os_error_line(err))
     return 0
 
 

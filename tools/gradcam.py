@@ -37,7 +37,9 @@ from PIL import Image  # noqa: E402
 
 from dpl.clip_loader import CheckpointError  # noqa: E402
 from dpl.gradcam import (CLIP_MEAN, CLIP_STD, displayable, find_image_tower, grad_cam,  # noqa: E402
-                         plot_gradcam, prepare_image, set_class_text, vit_input_size)
+                         mapped_block, plot_gradcam, prepare_image, set_class_text,
+                         vit_input_size)
+from dpl.tool_errors import exit_error, output_problem  # noqa: E402
 
 PROG = "gradcam.py"
 
@@ -119,13 +121,23 @@ def column_cam(column: Column, image: Image.Image, classname: str, template: Opt
 
 def render(columns: Sequence[Column], images: Sequence[tuple], out: str,
            template: Optional[str] = None, block: int = -1) -> str:
-    """images: (path, class name) pairs -> the side-by-side PNG at ``out``."""
+    """images: (path, class name) pairs -> the side-by-side PNG at ``out``.
+
+    The title names the mapped block; models with different depths name theirs in their header.
+    """
+    where = [mapped_block(c.model, block) for c in columns]  # (k, number of blocks) per model
+    if len(set(where)) == 1:
+        labels = [c.label for c in columns]
+        mapped = f"tokens entering image block {where[0][0]} (blocks 0–{where[0][1] - 1})"
+    else:
+        labels = [f"{c.label} (block {k})" for c, (k, _) in zip(columns, where)]
+        mapped = "tokens entering the image block named in each header"
     rows = []
     for path, classname in images:
         with Image.open(path) as img:
             pil = img.convert("RGB")
         rows.append((classname, [column_cam(c, pil, classname, template, block) for c in columns]))
-    return plot_gradcam(rows, [c.label for c in columns], out)
+    return plot_gradcam(rows, labels, out, mapped=mapped)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -162,6 +174,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     for path, _ in args.image:
         if not os.path.isfile(path):
             p.error(f"--image {path} does not exist")
+    problem = output_problem(args.out)
+    if problem:
+        exit_error(PROG, f"--out {problem}")
     try:
         with tempfile.TemporaryDirectory(prefix="gradcam-") as workdir:
             columns = [zeroshot_column(args.zeroshot_label, args.backbone, args.clip_checkpoint,
@@ -169,7 +184,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             columns += [run_column(label, train_args, workdir) for label, train_args in args.run]
             out = render(columns, args.image, args.out, args.template, args.block)
     except _user_errors() as err:
-        raise SystemExit(f"{PROG}: error: {' '.join(str(err).split())}") from None
+        exit_error(PROG, str(err))
     print(f"Saved {out}")
     return 0
 

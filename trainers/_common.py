@@ -13,12 +13,14 @@ import torch.nn.functional as F
 from dassl.metrics import compute_accuracy
 from dassl.utils import load_checkpoint
 from dpl.clip_loader import PRECISIONS, load_clip
+from dpl.precision import autocast, grad_scaler, scaled_step
+from user_errors import UserError, load_state_checked
 
 
 
 def check_precision(prec: str, trainer: str) -> None:
     if prec not in PRECISIONS:
-        raise ValueError(f"TRAINER.{trainer}.PREC must be one of {PRECISIONS}, got {prec!r}.")
+        raise UserError(f"TRAINER.{trainer}.PREC must be one of {PRECISIONS}, got {prec!r}.")
 
 
 def clip_from_cfg(cfg, section: str, device):
@@ -29,7 +31,7 @@ def clip_from_cfg(cfg, section: str, device):
     """
     prec = cfg.TRAINER[section].PREC
     if prec == "fp16" and torch.device(device).type != "cuda":
-        raise ValueError(f"TRAINER.{section}.PREC is fp16, which needs a CUDA device; on this machine "
+        raise UserError(f"TRAINER.{section}.PREC is fp16, which needs a CUDA device; on this machine "
                          f"add `TRAINER.{section}.PREC fp32` to the command line.")
     path = getattr(cfg.MODEL.BACKBONE, "PATH", "")
     print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME}, precision: {prec})")
@@ -37,46 +39,53 @@ def clip_from_cfg(cfg, section: str, device):
     size = getattr(clip_model.visual, "image_size", None)
     size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
     if size[0] is not None and tuple(cfg.INPUT.SIZE) != size:
-        raise ValueError(f"INPUT.SIZE {tuple(cfg.INPUT.SIZE)} does not match the image size {size} "
+        raise UserError(f"INPUT.SIZE {tuple(cfg.INPUT.SIZE)} does not match the image size {size} "
                          f"of the CLIP checkpoint ({cfg.MODEL.BACKBONE.NAME}); set INPUT.SIZE {size}.")
     return clip_model
 
 
 class PromptStepMixin:
-    """One training step on the prompts: cross-entropy (+ optional extra terms), fp32 or AMP.
+    """One training step on the prompts: cross-entropy (+ optional extra terms) at the trainer's
+    precision (dpl/precision.py: fp32, fp16, amp with a GradScaler, bf16 autocast).
 
-    Needs ``self.model``, ``self.optim`` and ``self.scaler`` (a GradScaler for PREC amp, else None).
+    Needs ``self.model``, ``self.optim`` and ``self.scaler = self.make_scaler(prec)``, which also
+    selects the autocast of the forward pass. The scaler's state is checkpointed (trainer_state).
     """
 
     def make_scaler(self, prec: str):
-        return torch.amp.GradScaler(self.device.type) if prec == "amp" else None
+        """A GradScaler for PREC amp, else None; remembers ``prec`` for ``prompt_step``."""
+        self.step_precision = prec
+        return grad_scaler(prec, self.device.type)
 
     def prompt_step(self, image, label, extra_loss=None) -> dict:
         """``extra_loss(logits, image) -> (loss_term, summary_dict)`` is added to the CE loss."""
-
-        def compute():
+        with autocast(getattr(self, "step_precision", "fp32"), self.device.type):
             logits = self.model(image)
             loss, summary = F.cross_entropy(logits, label), {}
             if extra_loss is not None:
                 term, summary = extra_loss(logits, image)
                 loss = loss + term
-            return logits, loss, summary
-
-        if self.scaler is not None:
-            with torch.autocast(device_type=self.device.type):
-                logits, loss, summary = compute()
+        if self.scaler is None:
+            self.model_backward_and_update(loss)
+        else:
             self.optim.zero_grad()
             self.detect_anomaly(loss)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optim)
-            self.scaler.update()
-        else:
-            logits, loss, summary = compute()
-            self.model_backward_and_update(loss)
+            scaled_step(loss, self.optim, self.scaler)
         out = {"loss": loss.item(), "acc": compute_accuracy(logits, label)[0].item(), **summary}
         if (self.batch_idx + 1) == self.num_batches:
             self.update_lr()
         return out
+
+    def trainer_state(self):
+        state = super().trainer_state()
+        if getattr(self, "scaler", None) is not None:
+            state["grad_scaler"] = self.scaler.state_dict()
+        return state
+
+    def load_trainer_state(self, state):
+        super().load_trainer_state(state)
+        if getattr(self, "scaler", None) is not None and "grad_scaler" in state:
+            self.scaler.load_state_dict(state["grad_scaler"])
 
 
 class CachedTextEvalMixin:
@@ -104,13 +113,20 @@ class PromptCheckpointMixin:
     """Prompt trainers store only prompts; CLIP stays frozen and is never saved.
 
     ``load_model`` follows the CoOp-family override (DASSL_API.md §1.3.11) so that
-    ``--eval-only --model-dir D --load-epoch N`` works on both engines.
+    ``--eval-only --model-dir D --load-epoch N`` works on both engines. It refuses to evaluate
+    untrained prompts (no ``--model-dir``) and, for a checkpoint of other settings or of another
+    trainer, names the file and the tensors that differ (``user_errors.load_state_checked``).
     """
 
     def load_model(self, directory, epoch=None):
         if not directory:
+            if self._trainable_count() > 0:
+                raise UserError(
+                    f"{type(self).__name__} --eval-only needs --model-dir (the output folder of the "
+                    "training run whose prompts to evaluate); without it the untrained prompts would "
+                    "be evaluated.")
             print("Note that load_model() is skipped as no pretrained model is given "
-                  "(ignore this if it's done on purpose)")
+                  "(this configuration has no prompts to load)")
             return
         fname = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
         for name in self.get_model_names():
@@ -123,7 +139,16 @@ class PromptCheckpointMixin:
             checkpoint = load_checkpoint(path)
             state_dict = checkpoint["state_dict"]
             print(f'Loading weights to {name} from "{path}" (epoch = {checkpoint["epoch"]})')
-            self._models[name].load_state_dict(state_dict, strict=True)
+            load_state_checked(self._models[name], state_dict, path, self.MISMATCH_HINT)
+
+    MISMATCH_HINT = ("it was trained by another trainer or with other settings; evaluate it with the "
+                     "trainer, prompt settings (TRAINER.<trainer>.*, e.g. TRAINER.COOP.* for CoOp; "
+                     "for DPLTrain TRAINER.DPL.CONFIG_FILE = the run's prompt_config.json) and "
+                     "backbone it was trained with.")
+
+    def _trainable_count(self) -> int:
+        return sum(p.numel() for name in self.get_model_names()
+                   for p in self._models[name].parameters())
 
     def parse_batch_train(self, batch):
         return batch["img"].to(self.device), batch["label"].to(self.device)
@@ -134,6 +159,40 @@ class PromptCheckpointMixin:
         if keep > 0:
             for name in self.get_model_names():
                 prune_checkpoints(os.path.join(self.output_dir, name), keep)
+
+    def before_train(self):
+        super().before_train()  # resumes: self.start_epoch = the saved epoch
+        if self.start_epoch > 0:
+            rebuild_lr_schedulers(self, self.start_epoch)
+
+
+def rebuild_lr_schedulers(trainer, epoch: int) -> None:
+    """Replace each registered LR scheduler by a fresh one from ``cfg.OPTIM``, stepped ``epoch``
+    times (once per finished epoch, as the trainers step it), driving the live optimizer.
+
+    The real Dassl's warm-up scheduler restores a pickled copy of its successor that is bound to a
+    stale copy of the optimizer, so after a resume the LR stayed frozen at its value from the kill.
+    A schedule is a pure function of the epoch, so rebuilding it gives the uninterrupted run's LRs
+    on either engine.
+    """
+    import warnings
+
+    from dassl.optim import build_lr_scheduler
+
+    for name in trainer.get_model_names():
+        old, optim = trainer._scheds[name], trainer._optims[name]
+        if old is None or optim is None:
+            continue
+        for group in optim.param_groups:  # the state a fresh optimizer starts the schedule from
+            group["lr"] = group.get("initial_lr", group["lr"])
+        sched = build_lr_scheduler(optim, trainer.cfg.OPTIM)
+        with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": intended
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(epoch):
+                sched.step()
+        trainer._scheds[name] = sched
+        if getattr(trainer, "sched", None) is old:
+            trainer.sched = sched
 
 
 def prune_checkpoints(folder: str, keep: int) -> None:

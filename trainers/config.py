@@ -6,6 +6,15 @@ files and scripts work unchanged; DPL's own keys live under ``TRAINER.DPL``.
 from yacs.config import CfgNode as CN
 
 
+# Keys (or whole nodes) a trainer never reads; train.py warns once when one is set away from its
+# default, since the user probably meant the other stage.
+IGNORED_KEYS = {
+    "DPLSearch": ("TRAINER.DPL.CONFIG_FILE", "TRAINER.DPL.TEXT_INPUT", "TRAINER.DPL.KD_WEIGHT",
+                  "TRAINER.DPL.KD_TEMPERATURE", "TRAINER.DPL.INIT_STD", "TRAINER.DPL.MANUAL"),
+    "DPLTrain": ("TRAINER.DPL.SEARCH",),
+}
+
+
 def extend_cfg(cfg):
     """Add every key our trainers and datasets read. Call right after ``get_cfg_default()``."""
     cfg.MODEL.BACKBONE.PATH = ""  # local OpenAI-format checkpoint; "" = ~/.cache/clip/<usual name>
@@ -26,7 +35,7 @@ def extend_cfg(cfg):
 
 def _add_dpl(cfg):
     cfg.TRAINER.DPL = CN()
-    cfg.TRAINER.DPL.PREC = "fp32"  # fp32 / fp16 / amp
+    cfg.TRAINER.DPL.PREC = "fp32"  # fp32 / fp16 / amp / bf16 (dpl/precision.py)
     cfg.TRAINER.DPL.CONFIG_FILE = ""  # prompt_config.json from DPLSearch, read by DPLTrain
     cfg.TRAINER.DPL.TEXT_INPUT = "default"  # default / custom / ensemble
     cfg.TRAINER.DPL.KD_WEIGHT = 0.0  # 0 = no teacher is built at all
@@ -98,5 +107,5 @@ def _add_baselines(cfg):
 def _add_zeroshot(cfg):
     # ZeroshotCLIP (CoOp) had no keys of its own: it ran CLIP's fp16 weights with CoOp's templates.
     cfg.TRAINER.ZEROSHOTCLIP = CN()
-    cfg.TRAINER.ZEROSHOTCLIP.PREC = "fp16"  # fp16 (CUDA) / fp32 / amp
+    cfg.TRAINER.ZEROSHOTCLIP.PREC = "fp16"  # fp16 (CUDA) / fp32 / amp / bf16
     cfg.TRAINER.ZEROSHOTCLIP.TEMPLATE = ""  # "" = CoOp's template for DATASET.NAME, e.g. "{} texture."

@@ -48,15 +48,6 @@ class PromptTrainer(CachedTextEvalMixin, PromptCheckpointMixin, PromptStepMixin,
     def forward_backward(self, batch):
         return self.prompt_step(*self.parse_batch_train(batch))
 
-    def load_model(self, directory, epoch=None):
-        try:
-            super().load_model(directory, epoch)
-        except RuntimeError as err:  # load_state_dict: missing keys or other shapes
-            raise ValueError(
-                f"The {self.MODULE_NAME} checkpoint in {directory} does not fit this model "
-                f"({str(err).splitlines()[-1].strip()}); evaluate with the settings it was trained "
-                f"with (TRAINER.{self.SECTION}.*, same backbone).") from None
-
 
 @TRAINER_REGISTRY.register()
 class CoOp(PromptTrainer):

@@ -22,29 +22,70 @@ from dassl.engine import TRAINER_REGISTRY, TrainerX
 from dassl.optim import build_lr_scheduler, build_optimizer
 
 from dpl import __version__ as dpl_version
-from dpl.artifact import branch_summary, build_artifact, save_artifact
+from dpl.artifact import branch_summary, build_artifact, save_artifact, shots_provenance
 from dpl.io import atomic_write_json
 from dpl.model import build_supernet_model, model_dims
 from dpl.prompts import check_options
 from dpl.search import AlphaHistory, BilevelSearch
 from trainers._common import (CachedTextEvalMixin, PromptCheckpointMixin, check_precision,
                               clip_from_cfg, prompt_module_name)
+from user_errors import NonFiniteLossError, UserError
 
 ARTIFACT = "prompt_config.json"
 HISTORY = "alpha_history.json"
 BRANCHES = ("text", "vision")
 
 
-class _AlphaModule(nn.Module):
-    """Registers the α tensors (shared with the model) under their own checkpoint name, so the
-    α optimizer's state is saved and restored by the engine like any other optimizer. It also
-    keeps the seed of the α-step batches, so a resumed unseeded run (SEED -1) draws the same ones."""
+class ArchitectureParameters(nn.Module):
+    """α of both branches (the model's own tensors, shared), registered once as model ``alpha``:
+    the only place α is checkpointed, with the α optimizer's state.
 
-    def __init__(self, alphas, batch_seed: int):
+    Checkpoints of older versions also held the α-batch seed here (``batch_seed``); it is read into
+    ``legacy_batch_seed`` so such runs still resume."""
+
+    def __init__(self, alphas):
         super().__init__()
-        self.text = alphas[0]
-        self.vision = alphas[1]
-        self.register_buffer("batch_seed", torch.tensor(batch_seed, dtype=torch.long))
+        self.text = alphas[0]    # (text blocks, text options)
+        self.vision = alphas[1]  # (vision blocks, vision options)
+        self.legacy_batch_seed = None
+
+    def load_state_dict(self, state_dict, strict=True, assign=False):
+        state = dict(state_dict)
+        seed = state.pop("batch_seed", None)
+        if seed is not None:
+            self.legacy_batch_seed = int(seed)
+        return super().load_state_dict(state, strict=strict, assign=assign)
+
+
+class PromptsWithoutAlpha(nn.Module):
+    """Checkpoint view of a supernet's ``prompt_learner`` without α (which ``alpha`` saves).
+
+    ``state_dict`` / ``load_state_dict`` are the learner's minus its α keys (α keys in an older
+    checkpoint are ignored: ``alpha`` restores α); ``train``/``eval`` reach the learner.
+    """
+
+    def __init__(self, learner: nn.Module):
+        super().__init__()
+        object.__setattr__(self, "learner", learner)  # not a submodule: its α stays out
+        arch = {id(p) for p in learner.arch_parameters()}
+        self.alpha_keys = {n for n, p in learner.named_parameters() if id(p) in arch}
+
+    def state_dict(self, *args, **kwargs):
+        prefix = kwargs.get("prefix", "")
+        state = self.learner.state_dict(*args, **kwargs)
+        for key in self.alpha_keys:
+            state.pop(prefix + key, None)
+        return state
+
+    def load_state_dict(self, state_dict, strict=True, assign=False):
+        state = {k: v for k, v in state_dict.items() if k not in self.alpha_keys}
+        current = self.learner.state_dict()
+        state.update({k: current[k] for k in self.alpha_keys})  # unchanged by this load
+        return self.learner.load_state_dict(state, strict=strict, assign=assign)
+
+    def train(self, mode: bool = True):
+        self.learner.train(mode)
+        return super().train(mode)
 
 
 class CyclingBatches:
@@ -89,23 +130,23 @@ class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
         check_options(s.TEXT_OPTIONS, "text")
         check_options(s.VISION_OPTIONS, "vision")
         if s.VAL_BATCH_SIZE <= 0:
-            raise ValueError(f"TRAINER.DPL.SEARCH.VAL_BATCH_SIZE must be > 0, got {s.VAL_BATCH_SIZE}.")
+            raise UserError(f"TRAINER.DPL.SEARCH.VAL_BATCH_SIZE must be > 0, got {s.VAL_BATCH_SIZE}.")
         for key, low in (("ALPHA_EVERY", 1), ("MIN_EPOCHS", 0), ("CLASS_SAMPLE", 0)):
             if int(s[key]) < low:
-                raise ValueError(f"TRAINER.DPL.SEARCH.{key} must be >= {low}, got {s[key]}.")
+                raise UserError(f"TRAINER.DPL.SEARCH.{key} must be >= {low}, got {s[key]}.")
 
     # -- data -------------------------------------------------------------------------------
     def build_data_loader(self):
         super().build_data_loader()
         if self.val_loader is None:
-            raise ValueError(
+            raise UserError(
                 f"DPLSearch needs a validation split for the α step, but {self.cfg.DATASET.NAME} "
                 "has none."
             )
         val_paths = {d.impath for d in self.dm.dataset.val}
         overlap = val_paths & {d.impath for d in self.dm.dataset.test}
         if overlap:
-            raise ValueError(
+            raise UserError(
                 f"The validation split of {self.cfg.DATASET.NAME} overlaps the test split "
                 f"({len(overlap)} images); α must never see test data. Set DATASET.VAL_FROM_TRAIN True."
             )
@@ -134,16 +175,29 @@ class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
               "parameters")
         self.optim = build_optimizer(prompt_params, cfg.OPTIM)
         self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
-        self.register_model(prompt_module_name(), self.model.prompt_learner, self.optim, self.sched)
+        self.register_model(prompt_module_name(), PromptsWithoutAlpha(self.model.prompt_learner),
+                            self.optim, self.sched)
         self.search = BilevelSearch(
             self.model, self.optim, lr=s.ALPHA_LR, betas=s.ALPHA_BETAS,
-            weight_decay=s.ALPHA_WEIGHT_DECAY, mode=s.UPDATE_MODE, class_sample=s.CLASS_SAMPLE,
+            weight_decay=s.ALPHA_WEIGHT_DECAY, mode=s.UPDATE_MODE, precision=cfg.TRAINER.DPL.PREC,
+            class_sample=s.CLASS_SAMPLE,
         )
-        self.alpha_module = _AlphaModule(self.model.arch_parameters(), self.val_batches.seed)
+        self.alpha_module = ArchitectureParameters(self.model.arch_parameters())
         self.register_model("alpha", self.alpha_module, self.search.alpha_optimizer, None)
         self.history = AlphaHistory(self.options, s.DOMINANCE_THRESHOLD,
                                     initial_probs=self._current_probs())
-        self.early_stopped = False
+
+    # -- run state checkpointed by the engine ---------------------------------------------------
+    def trainer_state(self):
+        """The α-batch seed (random for SEED -1, so a resumed run must keep it) and, for PREC amp,
+        the two GradScalers' states."""
+        return {**super().trainer_state(), "alpha_batch_seed": self.val_batches.seed,
+                "grad_scalers": self.search.scaler_state()}
+
+    def load_trainer_state(self, state):
+        super().load_trainer_state(state)
+        self.val_batches.seed = int(state["alpha_batch_seed"])
+        self.search.load_scaler_state(state["grad_scalers"])
 
     def _alphas(self):
         text, vision = self.model.arch_parameters()
@@ -160,13 +214,9 @@ class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
         update_alpha = step % self.cfg.TRAINER.DPL.SEARCH.ALPHA_EVERY == 0
         val = self.parse_batch_train(self.val_batches.next()) if update_alpha else None
         try:
-            if self.cfg.TRAINER.DPL.PREC == "amp":
-                with torch.autocast(device_type=self.device.type):
-                    summary = self.search.step(train, val, update_alpha)
-            else:
-                summary = self.search.step(train, val, update_alpha)
+            summary = self.search.step(train, val, update_alpha)
         except FloatingPointError as err:
-            raise FloatingPointError(
+            raise NonFiniteLossError(
                 f"{err} at epoch {self.epoch + 1}/{self.max_epoch}, batch {self.batch_idx + 1}/"
                 f"{self.num_batches}. The last complete epoch's checkpoint in {self.output_dir} is "
                 "kept; lower OPTIM.LR or TRAINER.DPL.SEARCH.ALPHA_LR, or use PREC fp32."
@@ -184,25 +234,18 @@ class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
                 records = [r for r in json.load(fh) if r["epoch"] <= self.start_epoch]
             self.history.records = records
             print(f"Resumed α history ({len(records)} epochs)")
-        self.early_stopped = self._should_stop()
+        if self.alpha_module.legacy_batch_seed is not None:  # a checkpoint of an older version
+            self.val_batches.seed = self.alpha_module.legacy_batch_seed
+        if self.cfg.TRAINER.DPL.SEARCH.PATIENCE > 0 and "stop_requested" not in vars(self):
+            print("Note: this engine has no stop request (the real Dassl): TRAINER.DPL.SEARCH."
+                  "PATIENCE only marks the epoch where the search settled; all epochs run.")
+        self.stop_requested = self._should_stop()  # a resumed run may have settled already
 
     def before_epoch(self):
         super().before_epoch()
         # α-step batches continue where this epoch starts, also after a resume.
-        self.val_batches.seed = int(self.alpha_module.batch_seed)
         every = self.cfg.TRAINER.DPL.SEARCH.ALPHA_EVERY  # α steps so far: ceil(steps / every)
         self.val_batches.start(-(-self.epoch * len(self.train_loader_x) // every))
-
-    def train(self):
-        """The engine's epoch loop, plus early stopping when the derived configuration settles."""
-        self.before_train()
-        for self.epoch in range(self.start_epoch, self.max_epoch):
-            if self.early_stopped:
-                break
-            self.before_epoch()
-            self.run_epoch()
-            self.after_epoch()
-        self.after_train()
 
     def after_epoch(self):
         # History first: if we die before the checkpoint, the resumed run redoes this epoch and
@@ -213,8 +256,8 @@ class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
             entry["text"]["lengths"], entry["vision"]["lengths"], entry["text"]["num_dominant"],
             entry["vision"]["num_dominant"], entry["text"]["tv_distance"],
             entry["vision"]["tv_distance"]))
-        self.early_stopped = self._should_stop()
-        if self.early_stopped and self.epoch + 1 < self.max_epoch:
+        self.stop_requested = self._should_stop()  # the engine ends the loop after this epoch
+        if self.stop_requested and self.epoch + 1 < self.max_epoch:
             print(f"Early stop: the derived configuration has not changed for "
                   f"{self.cfg.TRAINER.DPL.SEARCH.PATIENCE} epochs")
             self.save_model(self.epoch, self.output_dir)
@@ -240,11 +283,11 @@ class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
         provenance = {
             "dataset": self.cfg.DATASET.NAME,
             "subsample_classes": self.cfg.DATASET.SUBSAMPLE_CLASSES,
-            "num_shots": self.cfg.DATASET.NUM_SHOTS,
+            **shots_provenance(self.cfg.DATASET.NUM_SHOTS, [d.label for d in self.dm.dataset.train_x]),
             "seed": self.cfg.SEED,
             "epochs_run": epochs_run,
             "max_epoch": self.max_epoch,
-            "early_stopped": bool(self.early_stopped and epochs_run < self.max_epoch),
+            "early_stopped": bool(self.stop_requested and epochs_run < self.max_epoch),
             "config_hash": config_hash(self.cfg),
             "code_version": dpl_version,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -262,12 +305,34 @@ class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
                 print(f"Saved {png}")
 
 
+# What defines a search (config_hash): these subtrees / keys, minus the exclusions below.
+HASHED_KEYS = ("SEED", "DATASET", "INPUT", "DATALOADER", "OPTIM", "MODEL.BACKBONE.NAME",
+               "TRAINER.NAME", "TRAINER.DPL.PREC", "TRAINER.DPL.SEARCH")
+UNHASHED_KEYS = ("DATASET.ROOT", "DATALOADER.NUM_WORKERS", "TRAINER.DPL.SEARCH.PLOT")
+
+
 def config_hash(cfg) -> str:
-    """Hash of the settings that define a search (paths and output locations excluded)."""
-    c = cfg.clone()
-    c.defrost()
-    c.OUTPUT_DIR = ""
-    c.RESUME = ""
-    c.DATASET.ROOT = ""
-    c.MODEL.BACKBONE.PATH = ""
-    return hashlib.sha256(c.dump().encode()).hexdigest()[:16]
+    """16 hex digits over the settings that define a search (HASHED_KEYS: data, shots, seed,
+    transforms, batch sizes, optimizer and schedule, backbone, precision, TRAINER.DPL.SEARCH.*).
+
+    Paths, workers, printing, plotting, devices and output locations are left out, so two runs of
+    the same search on other machines or folders carry the same hash.
+    """
+    flat = {}
+
+    def walk(node, path):
+        if path in UNHASHED_KEYS:
+            return
+        if isinstance(node, dict):
+            for key in node:
+                walk(node[key], f"{path}.{key}" if path else key)
+        else:
+            flat[path] = list(node) if isinstance(node, tuple) else node
+
+    for key in HASHED_KEYS:
+        node = cfg
+        for part in key.split("."):
+            node = node[part]
+        walk(node, key)
+    text = json.dumps(flat, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -17,6 +17,7 @@ from dpl.model import build_fixed_model, model_dims
 from dpl.text_inputs import TEXT_INPUTS
 from trainers._common import (CachedTextEvalMixin, PromptCheckpointMixin, PromptStepMixin,
                               check_precision, clip_from_cfg, prompt_module_name)
+from user_errors import UserError
 
 def manual_lengths(manual, num_blocks: int, branch: str) -> list:
     """Per-block lengths from TRAINER.DPL.MANUAL.<BRANCH>_{LENGTHS | LENGTH, DEPTH}."""
@@ -42,10 +43,10 @@ class DPLTrain(CachedTextEvalMixin, PromptCheckpointMixin, PromptStepMixin, Trai
     def check_cfg(self, cfg):
         check_precision(cfg.TRAINER.DPL.PREC, "DPL")
         if cfg.TRAINER.DPL.TEXT_INPUT not in TEXT_INPUTS:
-            raise ValueError(f"TRAINER.DPL.TEXT_INPUT must be one of {TEXT_INPUTS}, got "
+            raise UserError(f"TRAINER.DPL.TEXT_INPUT must be one of {TEXT_INPUTS}, got "
                              f"{cfg.TRAINER.DPL.TEXT_INPUT!r}.")
         if cfg.TRAINER.DPL.KD_WEIGHT < 0 or cfg.TRAINER.DPL.KD_TEMPERATURE <= 0:
-            raise ValueError("TRAINER.DPL.KD_WEIGHT must be >= 0 and KD_TEMPERATURE > 0.")
+            raise UserError("TRAINER.DPL.KD_WEIGHT must be >= 0 and KD_TEMPERATURE > 0.")
 
     def build_model(self):
         cfg, dpl = self.cfg, self.cfg.TRAINER.DPL
@@ -99,8 +100,13 @@ class DPLTrain(CachedTextEvalMixin, PromptCheckpointMixin, PromptStepMixin, Trai
 
     def forward_backward(self, batch):
         if self.optim is None:
-            raise ValueError("The prompt configuration has no prompt at all (every length is 0): "
-                             "nothing to train. Evaluate it with --eval-only instead.")
+            config = self.cfg.TRAINER.DPL.CONFIG_FILE
+            source = (f"The prompt configuration {config}" if config else
+                      "TRAINER.DPL.CONFIG_FILE is empty and the manual lengths (TRAINER.DPL.MANUAL.*) "
+                      "are all 0, so the prompt configuration")
+            raise UserError(f"{source} has no prompt at all (every length is 0): nothing to train. "
+                            "Pass TRAINER.DPL.CONFIG_FILE <search output>/prompt_config.json, or "
+                            "evaluate zero-shot CLIP with --eval-only.")
         image, label = self.parse_batch_train(batch)
         return self.prompt_step(image, label,
                                 self.distillation if self.teacher is not None else None)

@@ -10,6 +10,7 @@ from dassl.engine import TRAINER_REGISTRY, TrainerX
 from dpl.baselines import build_zeroshot
 from dpl.templates import ZEROSHOT_TEMPLATES
 from trainers._common import CachedTextEvalMixin, check_precision, clip_from_cfg
+from user_errors import UserError
 
 
 @TRAINER_REGISTRY.register()
@@ -23,7 +24,7 @@ class ZeroshotCLIP(CachedTextEvalMixin, TrainerX):
         clip_model = clip_from_cfg(cfg, "ZEROSHOTCLIP", self.device)
         template = cfg.TRAINER.ZEROSHOTCLIP.TEMPLATE or ZEROSHOT_TEMPLATES.get(cfg.DATASET.NAME)
         if template is None:
-            raise ValueError(
+            raise UserError(
                 f"CoOp has no zero-shot template for DATASET.NAME {cfg.DATASET.NAME!r} (it has one for "
                 f"{', '.join(sorted(ZEROSHOT_TEMPLATES))}); set TRAINER.ZEROSHOTCLIP.TEMPLATE, e.g. "
                 "'a photo of a {}.'.")
@@ -31,4 +32,4 @@ class ZeroshotCLIP(CachedTextEvalMixin, TrainerX):
         print(f"ZeroshotCLIP: {self.model.describe()}")
 
     def train(self):
-        raise ValueError("ZeroshotCLIP has nothing to train; run train.py with --eval-only.")
+        raise UserError("ZeroshotCLIP has nothing to train; run train.py with --eval-only.")

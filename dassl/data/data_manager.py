@@ -12,11 +12,12 @@ from dassl.utils import read_image
 from .datasets import build_dataset
 from .samplers import build_sampler
 from .transforms import INTERPOLATION_MODES, build_transform
+from user_errors import UserError
 
 __all__ = ["DataManager", "DatasetWrapper", "ImageReadError", "build_data_loader"]
 
 
-class ImageReadError(ValueError):
+class ImageReadError(UserError):
     """An image of the dataset cannot be read (corrupt, truncated, not an image, or gone since the
     split was loaded). Raised by ``DatasetWrapper``; the message is one line naming the file."""
 
@@ -29,7 +30,7 @@ def build_data_loader(cfg, sampler_type="SequentialSampler", data_source=None, b
     so a few-shot set smaller than the batch size still yields one (partial) batch.
     """
     if batch_size <= 0:
-        raise ValueError(
+        raise UserError(
             "Batch size must be positive, got {}; fix DATALOADER.TRAIN_X.BATCH_SIZE / "
             "DATALOADER.TEST.BATCH_SIZE in your config.".format(batch_size))
     sampler = build_sampler(sampler_type, cfg=cfg, data_source=data_source, batch_size=batch_size,

@@ -1,5 +1,6 @@
 """Samplers by name (``DATALOADER.*.SAMPLER``). This subset has the two CoOp-family code uses."""
 from torch.utils.data.sampler import RandomSampler, SequentialSampler
+from user_errors import UserError
 
 __all__ = ["build_sampler"]
 
@@ -14,7 +15,7 @@ def build_sampler(sampler_type, cfg=None, data_source=None, batch_size=32, n_dom
     if sampler_type == "SequentialSampler":
         return SequentialSampler(data_source)
     if sampler_type in _NOT_INCLUDED:
-        raise ValueError(
+        raise UserError(
             "Sampler type {} (domain adaptation) is not included in this Dassl subset; use one of "
             "{} in DATALOADER.*.SAMPLER.".format(sampler_type, list(_SUPPORTED)))
-    raise ValueError("Unknown sampler type: {}".format(sampler_type))
+    raise UserError("Unknown sampler type: {}".format(sampler_type))

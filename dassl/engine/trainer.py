@@ -3,7 +3,10 @@
 Loop: ``before_train``; per epoch ``before_epoch``, ``run_epoch``, ``after_epoch``; ``after_train``.
 Checkpoints: ``OUTPUT_DIR/<model name>/model.pth.tar-<epoch+1>`` (+ ``model-best.pth.tar`` with
 ``TEST.FINAL_MODEL best_val``) and a ``checkpoint`` pointer file. Re-running in the same OUTPUT_DIR
-(or with ``RESUME``) resumes at the saved epoch with the saved LR schedule and RNG states.
+(or with ``RESUME``) resumes at the saved epoch with the saved LR schedule, RNG states, trainer
+state (``trainer_state()``) and best validation result.
+A trainer may set ``self.stop_requested = True`` (e.g. early stopping): the loop ends after the
+current epoch, and ``after_train`` runs as usual.
 """
 from __future__ import annotations
 
@@ -24,8 +27,9 @@ from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import (
     AverageMeter, MetricMeter, count_num_param, get_rng_state, load_checkpoint,
     load_pretrained_weights, mkdir_if_missing, read_checkpoint_pointer, resume_from_checkpoint,
-    save_checkpoint, tolist_if_not,
+    newest_loadable, save_checkpoint, tolist_if_not,
 )
+from user_errors import NonFiniteLossError, UserError
 
 __all__ = ["SimpleNet", "TrainerBase", "SimpleTrainer", "TrainerX", "TrainerXU"]
 
@@ -40,7 +44,7 @@ class SimpleNet(nn.Module):
     def __init__(self, cfg, model_cfg, num_classes, **kwargs):
         super().__init__()
         if model_cfg.BACKBONE.NAME not in ("", "flatten"):
-            raise ValueError(
+            raise UserError(
                 "SimpleNet has no backbone {!r} (this Dassl subset has no backbone registry); "
                 "override build_model() in your trainer.".format(model_cfg.BACKBONE.NAME))
         height, width = cfg.INPUT.SIZE
@@ -70,6 +74,7 @@ class TrainerBase:
         self._optims = OrderedDict()
         self._scheds = OrderedDict()
         self._writer = None
+        self.stop_requested = False
 
     def register_model(self, name="model", model=None, optim=None, sched=None):
         for attr in ("_models", "_optims", "_scheds"):
@@ -93,17 +98,21 @@ class TrainerBase:
     def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
         """Save every registered model to ``directory/<name>/``; the stored epoch is ``epoch + 1``."""
         rng_state = get_rng_state()  # one snapshot for all models: they are saved "at once"
+        trainer_state = self.trainer_state()
         for name in self.get_model_names():
             optim, sched = self._optims[name], self._scheds[name]
+            checkpoint = {
+                "state_dict": self._models[name].state_dict(),
+                "epoch": epoch + 1,
+                "optimizer": optim.state_dict() if optim is not None else None,
+                "scheduler": sched.state_dict() if sched is not None else None,
+                "val_result": val_result,
+                "rng_state": rng_state,
+            }
+            if trainer_state:  # only when there is some: files stay as real Dassl's otherwise
+                checkpoint["trainer_state"] = trainer_state
             save_checkpoint(
-                {
-                    "state_dict": self._models[name].state_dict(),
-                    "epoch": epoch + 1,
-                    "optimizer": optim.state_dict() if optim is not None else None,
-                    "scheduler": sched.state_dict() if sched is not None else None,
-                    "val_result": val_result,
-                    "rng_state": rng_state,
-                },
+                checkpoint,
                 os.path.join(directory, name),
                 is_best=is_best,
                 model_name=model_name,
@@ -124,13 +133,26 @@ class TrainerBase:
             return 0
 
         print("Found checkpoint at {} (will resume training)".format(directory))
-        files = _common_epoch_files(directory, names)
+        files = newest_loadable(directory, _common_epoch_files(directory, names))
         start_epoch = 0
         for name in names:
             start_epoch = resume_from_checkpoint(
                 os.path.join(directory, name), self._models[name], self._optims[name], self._scheds[name],
                 fname=files[name])
+        state = load_checkpoint(os.path.join(directory, names[0], files[names[0]])).get("trainer_state")
+        if state:
+            self.load_trainer_state(state)
         return start_epoch
+
+    def trainer_state(self):
+        """Hook: run state beyond models/optimizers/schedulers (e.g. a GradScaler's state, a seed),
+        as a dict of plain values and tensors. Saved in every checkpoint under ``trainer_state``
+        and handed to ``load_trainer_state`` on resume. Default: nothing."""
+        return {}
+
+    def load_trainer_state(self, state):
+        """Hook: restore what ``trainer_state`` returned (called after the models are resumed)."""
+        pass
 
     def load_model(self, directory, epoch=None):
         """Load ``model-best.pth.tar`` (or ``model.pth.tar-<epoch>``) into every registered model."""
@@ -173,7 +195,7 @@ class TrainerBase:
             if epoch is not None and batch is not None:
                 where = " at epoch {}/{}, batch {}/{}".format(
                     epoch + 1, getattr(self, "max_epoch", "?"), batch + 1, getattr(self, "num_batches", "?"))
-            raise FloatingPointError(
+            raise NonFiniteLossError(
                 "Loss is infinite or NaN!{} (loss={}); lower OPTIM.LR or use fp32 precision.".format(
                     where, loss.detach().flatten()[:4].tolist()))
 
@@ -199,9 +221,13 @@ class TrainerBase:
 
         self.before_train()
         for self.epoch in range(self.start_epoch, self.max_epoch):
+            if self.stop_requested:  # e.g. set by before_train of a resumed, already settled run
+                break
             self.before_epoch()
             self.run_epoch()
             self.after_epoch()
+            if self.stop_requested:
+                break
         self.after_train()
 
     def before_train(self):
@@ -318,12 +344,28 @@ class SimpleTrainer(TrainerBase):
         if self.cfg.RESUME:
             directory = self.cfg.RESUME
         self.start_epoch = self.resume_model_if_exist(directory)
+        if self.start_epoch > 0:
+            self.best_result = self._stored_best_result(directory)
 
         writer_dir = os.path.join(self.output_dir, "tensorboard")
         mkdir_if_missing(writer_dir)
         self.init_writer(writer_dir)
 
         self.time_start = time.time()
+
+    def _stored_best_result(self, directory):
+        """The val_result of the run's ``model-best.pth.tar`` (so a resumed run only replaces it by
+        a strictly better epoch, as an uninterrupted one would); -inf when there is none."""
+        best = -np.inf
+        if self.cfg.TEST.FINAL_MODEL == "best_val" and not self.cfg.TEST.NO_TEST:
+            names = self.get_model_names()
+            path = os.path.join(directory, names[0], "model-best.pth.tar") if names else ""
+            if os.path.isfile(path):
+                stored = load_checkpoint(path).get("val_result")
+                if stored is not None:
+                    best = stored
+                    print("Best val result so far: {} ({})".format(best, path))
+        return best
 
     def after_train(self):
         print("Finish training")

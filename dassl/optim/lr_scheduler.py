@@ -10,6 +10,7 @@ schedule keeps driving the live optimizer.
 from __future__ import annotations
 
 from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler, MultiStepLR, StepLR
+from user_errors import UserError
 
 __all__ = ["build_lr_scheduler", "ConstantWarmupScheduler", "LinearWarmupScheduler", "AVAI_SCHEDS"]
 
@@ -87,7 +88,7 @@ def build_lr_scheduler(optimizer, optim_cfg):
     max_epoch = optim_cfg.MAX_EPOCH
 
     if lr_scheduler not in AVAI_SCHEDS:
-        raise ValueError("scheduler must be one of {}, but got {}".format(AVAI_SCHEDS, lr_scheduler))
+        raise UserError("scheduler must be one of {}, but got {}".format(AVAI_SCHEDS, lr_scheduler))
 
     if lr_scheduler == "single_step":
         if isinstance(stepsize, (list, tuple)):
@@ -118,7 +119,7 @@ def build_lr_scheduler(optimizer, optim_cfg):
             scheduler = LinearWarmupScheduler(
                 optimizer, scheduler, optim_cfg.WARMUP_EPOCH, optim_cfg.WARMUP_MIN_LR)
         else:
-            raise ValueError(
+            raise UserError(
                 "OPTIM.WARMUP_TYPE must be 'constant' or 'linear', but got {!r}".format(
                     optim_cfg.WARMUP_TYPE))
 

@@ -5,6 +5,7 @@ import warnings
 
 import torch
 import torch.nn as nn
+from user_errors import UserError
 
 __all__ = ["build_optimizer", "AVAI_OPTIMS"]
 
@@ -22,7 +23,7 @@ def build_optimizer(model, optim_cfg, param_groups=None):
     """
     optim = optim_cfg.NAME
     if optim not in AVAI_OPTIMS:
-        raise ValueError("optim must be one of {}, but got {}".format(AVAI_OPTIMS, optim))
+        raise UserError("optim must be one of {}, but got {}".format(AVAI_OPTIMS, optim))
 
     if param_groups is not None and optim_cfg.STAGED_LR:
         warnings.warn("STAGED_LR will be ignored; if you need it, do not pass param_groups.")

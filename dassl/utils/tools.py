@@ -13,6 +13,7 @@ import numpy as np
 import PIL
 import torch
 from PIL import Image
+from user_errors import UserError
 
 __all__ = [
     "mkdir_if_missing", "check_isfile", "read_json", "write_json", "set_random_seed",
@@ -61,7 +62,7 @@ def set_random_seed(seed):
 
 def download_url(url, dst):
     # This project never downloads at run time; keep the name so imports of it still work.
-    raise RuntimeError(
+    raise UserError(
         "download_url({!r}, {!r}): this Dassl never downloads; fetch the file yourself and place it "
         "at {!r}.".format(url, dst, dst)
     )
@@ -105,7 +106,7 @@ def check_availability(requested, available):
     """Raise ValueError (with a "do you mean" hint) unless ``requested`` is in ``available``."""
     if requested not in available:
         psb_ans = get_most_similar_str_to_a_from_b(requested, available)
-        raise ValueError(
+        raise UserError(
             "The requested one is expected to belong to {}, but got [{}] "
             "(do you mean [{}]?)".format(available, requested, psb_ans)
         )

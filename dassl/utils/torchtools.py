@@ -8,6 +8,7 @@ Legacy real-Dassl checkpoints (which pickle a scheduler object) load only with a
 """
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import random
@@ -20,10 +21,14 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
+from user_errors import UserError, load_state_checked
+
 from .tools import mkdir_if_missing
+from user_errors import UserError
 
 __all__ = [
     "save_checkpoint", "load_checkpoint", "resume_from_checkpoint", "read_checkpoint_pointer",
+    "newest_loadable",
     "load_pretrained_weights",
     "count_num_param", "get_rng_state", "set_rng_state", "UnsafeCheckpointError",
     "CorruptCheckpointError",
@@ -32,11 +37,11 @@ __all__ = [
 UNSAFE_LOAD_ENV = "DASSL_ALLOW_UNSAFE_LOAD"
 
 
-class UnsafeCheckpointError(pickle.UnpicklingError):
+class UnsafeCheckpointError(UserError, pickle.UnpicklingError):
     """A checkpoint needs full unpickling (arbitrary code) and the caller did not opt in."""
 
 
-class CorruptCheckpointError(ValueError):
+class CorruptCheckpointError(UserError):
     """A checkpoint file is truncated or garbled (e.g. an incomplete copy from another machine)."""
 
 
@@ -209,6 +214,12 @@ def load_checkpoint(fpath, allow_unsafe=None):
     except (RuntimeError, EOFError) as err:  # zip reader / pickle stream errors of a damaged file
         print('Unable to load checkpoint from "{}"'.format(fpath))
         raise _corrupt(fpath, err) from None
+    except OSError as err:
+        # A file cut short at its end makes the zip reader fail with EINVAL (no file name).
+        if err.errno != errno.EINVAL or err.filename is not None:
+            raise
+        print('Unable to load checkpoint from "{}"'.format(fpath))
+        raise _corrupt(fpath, err) from None
 
     warnings.warn(
         'Loading "{}" with full unpickling ({} / allow_unsafe): this can run arbitrary code; '
@@ -257,11 +268,60 @@ def read_checkpoint_pointer(fdir):
         lines = fh.readlines()
     name = lines[0].strip() if lines else ""
     if not name or os.path.basename(name) != name:
-        raise ValueError(
+        raise UserError(
             'The checkpoint pointer "{}" holds {!r}, not a file name in that folder; write the name '
             "of the checkpoint to resume from (e.g. model.pth.tar-3) into it, or delete the folder "
             "to train from scratch.".format(pointer, name))
     return name
+
+
+_EPOCH_FILE = re.compile(r"model\.pth\.tar-(\d+)")
+
+
+def newest_loadable(directory, files):
+    """The checkpoint files to resume from: ``files`` (``{model name: file name in
+    directory/<name>}``, one epoch) if they all load, else the newest older epoch whose
+    ``model.pth.tar-<epoch>`` files all load (a note names the bad file).
+
+    Raises the CorruptCheckpointError of the bad file when no older epoch loads.
+    """
+    bad, error = _first_unloadable(directory, files)
+    if bad is None:
+        return files
+    current = min(_file_epoch(f) for f in files.values())
+    common = set.intersection(*(_saved_epochs(os.path.join(directory, n)) for n in files))
+    for epoch in sorted((e for e in common if e < current), reverse=True):
+        older = {name: "model.pth.tar-{}".format(epoch) for name in files}
+        if _first_unloadable(directory, older)[0] is None:
+            print('Note: checkpoint "{}" is corrupt or truncated; resuming from epoch {}, the newest '
+                  "checkpoint that loads.".format(bad, epoch))
+            return older
+    raise error
+
+
+def _first_unloadable(directory, files):
+    """(path, CorruptCheckpointError) of the first of ``files`` that does not load, else (None, None)."""
+    for name, fname in files.items():
+        fpath = os.path.join(directory, name, fname)
+        try:
+            load_checkpoint(fpath)
+        except CorruptCheckpointError as err:
+            return fpath, err
+    return None, None
+
+
+def _file_epoch(fname):
+    match = _EPOCH_FILE.fullmatch(fname)
+    return int(match.group(1)) if match else float("inf")
+
+
+def _saved_epochs(fdir):
+    return {_file_epoch(f) for f in os.listdir(fdir) if _EPOCH_FILE.fullmatch(f)}
+
+
+RESUME_MISMATCH_HINT = (
+    "the folder holds a run of another trainer or of other settings; resume it with the settings "
+    "it was started with, or choose another --output-dir (or delete the folder) to start afresh.")
 
 
 def resume_from_checkpoint(fdir, model, optimizer=None, scheduler=None, allow_unsafe=None,
@@ -276,7 +336,7 @@ def resume_from_checkpoint(fdir, model, optimizer=None, scheduler=None, allow_un
 
     print('Loading checkpoint from "{}"'.format(fpath))
     checkpoint = load_checkpoint(fpath, allow_unsafe=allow_unsafe)
-    model.load_state_dict(checkpoint["state_dict"])
+    load_state_checked(model, checkpoint["state_dict"], fpath, RESUME_MISMATCH_HINT)
     print("Loaded model weights")
 
     if optimizer is not None and checkpoint.get("optimizer") is not None:

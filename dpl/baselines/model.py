@@ -26,6 +26,7 @@ from dpl.encoders import is_vit
 from dpl.model import DPLCLIP, model_dims
 from dpl.prompts import BlockPrompts, PromptConfigError
 from dpl.text_inputs import class_prompts, eot_inputs, tokenize
+from user_errors import UserError
 
 INIT_STD = 0.02  # random contexts and prompts ~ N(0, 0.02²), as in CoOp and MaPLe
 MAX_WORD_INIT = 4  # IVLP/MaPLe: CTX_INIT initialises the context only when N_CTX <= 4
@@ -45,7 +46,7 @@ class BaselineCLIP(DPLCLIP):
     def set_classnames(self, classnames: Sequence[str]) -> None:
         """(Re)build the class inputs, e.g. for base -> new evaluation; prompts are untouched."""
         if not classnames:
-            raise ValueError("classnames is empty; a CLIP classifier needs at least one class.")
+            raise UserError("classnames is empty; a CLIP classifier needs at least one class.")
         embedding, length = self.text_encoder.token_embedding, self.text_encoder.context_length
         device = embedding.weight.device
         ids = tokenize(class_prompts(self.prompt_learner.class_template, classnames), length)

@@ -21,6 +21,7 @@ import torch.nn as nn
 
 from dpl.baselines.context import place_context, sentence_template
 from dpl.prompts import BlockPrompts, PromptLearner
+from user_errors import UserError
 
 
 class _NoArch:
@@ -67,7 +68,7 @@ class ContextPrompts(TemplatePrompts):
 
     def text_inputs(self, token_embeddings: torch.Tensor, name_lens: torch.Tensor) -> torch.Tensor:
         if self.ctx.dim() == 3 and self.ctx.shape[0] != token_embeddings.shape[0]:
-            raise ValueError(
+            raise UserError(
                 f"The class-specific contexts (TRAINER.COOP.CSC True) were made for "
                 f"{self.ctx.shape[0]} classes but the model now has {token_embeddings.shape[0]}; "
                 "CSC contexts cannot move to other classes, so use CSC False for base-to-new.")

@@ -9,6 +9,7 @@ import random
 from collections import defaultdict
 
 from dassl.utils import check_isfile
+from user_errors import UserError
 
 __all__ = ["Datum", "DatasetBase"]
 
@@ -97,6 +98,9 @@ class DatasetBase:
         label_set = set()
         for item in data_source:
             label_set.add(item.label)
+        if not label_set:
+            raise UserError("The training data of this dataset is empty (no images); check its split "
+                            "or annotation files and DATASET.NUM_SHOTS.")
         return max(label_set) + 1
 
     @staticmethod
@@ -119,13 +123,13 @@ class DatasetBase:
     def is_input_domain_valid(self, input_domains):
         for domain in input_domains:
             if domain not in self.domains:
-                raise ValueError(
+                raise UserError(
                     "Input domain must belong to {}, but got [{}]".format(self.domains, domain)
                 )
 
     def download_data(self, url, dst, from_gdrive=True):
         # Never download at run time: tell the user where the data must go instead.
-        raise RuntimeError(
+        raise UserError(
             "Dataset files are missing at {!r}; this project never downloads. Download them from "
             "{} and extract them there (see the dataset preparation notes).".format(dst, url)
         )

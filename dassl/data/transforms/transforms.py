@@ -13,6 +13,7 @@ from torchvision.transforms import (
     Resize, ToTensor,
 )
 from torchvision.transforms.functional import InterpolationMode
+from user_errors import UserError
 
 __all__ = ["AVAI_CHOICES", "INTERPOLATION_MODES", "build_transform"]
 
@@ -104,7 +105,7 @@ def build_transform(cfg, is_train=True, choices=None):
         assert choice in AVAI_CHOICES, "Invalid transform choice ({}), expected to be one of {}".format(
             choice, AVAI_CHOICES)
     if cfg.INPUT.INTERPOLATION not in INTERPOLATION_MODES:
-        raise ValueError(
+        raise UserError(
             "INPUT.INTERPOLATION must be one of {}, but got {!r}; fix it in your config.".format(
                 list(INTERPOLATION_MODES), cfg.INPUT.INTERPOLATION))
 
@@ -155,7 +156,7 @@ def _build_transform_train(cfg, choices, normalize):
 
     for name in _UNSUPPORTED:
         if name in choices:
-            raise ValueError(
+            raise UserError(
                 "Transform {!r} is not available in this Dassl subset; remove it from "
                 "INPUT.TRANSFORMS or use 'randaugment'.".format(name))
 
