@@ -1,4 +1,4 @@
-# Shared by the protocol scripts. Source it; do not run it.
+# Shared by the protocol scripts. Source it from bash; do not run it.
 #
 # Environment (all optional):
 #   DATA            dataset root (default ./data)
@@ -8,7 +8,10 @@
 #   CFG             its config name under configs/trainers/$TRAINER/ (default per trainer)
 #   SEARCH_CFG      DPLSearch config name (default vit_b16)
 #   SEEDS           seeds (default "1 2 3");  PYTHON  interpreter (default python)
+#   EXECUTOR        sequential (default), local or slurm: how the grid cells run (see run_grid)
+#   JOBS, GPUS_PER_JOB, SLURM_PARTITION, SLURM_TIME, SLURM_ACCOUNT, SLURM_EXTRA: see tools/grid.py
 # Trailing KEY VALUE arguments are passed to every train.py call as config overrides.
+[ -n "${BASH_VERSION:-}" ] || { echo "error: _lib.sh needs bash (the protocol scripts source it); run it with bash: bash scripts/dpl/fewshot.sh ..." >&2; exit 2; }
 set -euo pipefail
 
 REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -23,6 +26,8 @@ CFG_FROM_ENV="${CFG:-}"
 SEARCH_CFG_FROM_ENV="${SEARCH_CFG:-}"
 SEARCH_CFG="${SEARCH_CFG:-vit_b16}"
 SEEDS="${SEEDS:-1 2 3}"
+EXECUTOR="${EXECUTOR:-sequential}"
+GPUS_PER_JOB="${GPUS_PER_JOB:-}"
 ALL_DATASETS="imagenet caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101"
 
 default_cfg() {
@@ -38,13 +43,53 @@ default_cfg() {
 }
 CFG="${CFG:-$(default_cfg "$TRAINER")}"
 
-is_dataset() { [[ -f "$REPO_DIR/configs/datasets/$1.yaml" ]]; }
+# check_knobs: the executor settings, before anything runs.
+check_knobs() {
+    case "$EXECUTOR" in sequential | local | slurm) ;; *)
+        echo "error: EXECUTOR=$EXECUTOR is not one of sequential (default), local, slurm" >&2; exit 2 ;;
+    esac
+    local knob
+    for knob in JOBS GPUS_PER_JOB SLURM_TIME; do
+        if [[ -n "${!knob:-}" && ! "${!knob}" =~ ^[0-9]+$ ]]; then
+            echo "error: $knob=${!knob} is not a whole number; set $knob to e.g. 2 or leave it unset" >&2
+            exit 2
+        fi
+    done
+}
+check_knobs
 
-# split_args ARGS... -> DATASET_ARGS (leading dataset names) and OPTS (the rest: KEY VALUE pairs)
+# The interpreter line of every train.py call: GPUS_PER_JOB > 1 starts it under torchrun (one process
+# per GPU; --standalone picks a free rendezvous port, so several jobs can share a node).
+LAUNCH=("$PYTHON")
+if [[ -n "$GPUS_PER_JOB" ]] && (( GPUS_PER_JOB > 1 )); then
+    LAUNCH=("$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$GPUS_PER_JOB")
+fi
+
+# Backbone overrides as an array, so a CLIP path with spaces or quotes stays one argument.
+BACKBONE_OPTS=()
+if [[ -n "${CLIP_CHECKPOINT:-}" ]]; then BACKBONE_OPTS=(MODEL.BACKBONE.PATH "$CLIP_CHECKPOINT"); fi
+
+is_dataset() { [[ "$1" != */* && -f "$REPO_DIR/configs/datasets/$1.yaml" ]]; }
+# Config keys are upper case (OPTIM.MAX_EPOCH, SEED); dataset names are not.
+is_config_key() { [[ "$1" =~ ^[A-Z][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$ ]]; }
+
+# check_datasets WHAT NAME...: exit 2 naming every unknown dataset and the valid names.
+check_datasets() {
+    local what="$1" name bad=()
+    shift
+    for name in "$@"; do is_dataset "$name" || bad+=("'$name'"); done
+    if [[ ${#bad[@]} -gt 0 ]]; then
+        echo "error: unknown dataset ${bad[*]} in $what (no configs/datasets/<name>.yaml); available:" \
+             "$(cd "$REPO_DIR/configs/datasets" && ls -- *.yaml | sed 's/\.yaml$//' | tr '\n' ' ')" >&2
+        exit 2
+    fi
+}
+
+# split_args ARGS... -> DATASET_ARGS (leading dataset names, all checked) and OPTS (the rest: KEY VALUE pairs)
 split_args() {
     DATASET_ARGS=()
-    OPTS=()
-    while [[ $# -gt 0 ]] && is_dataset "$1"; do DATASET_ARGS+=("$1"); shift; done
+    while [[ $# -gt 0 ]] && ! is_config_key "$1"; do DATASET_ARGS+=("$1"); shift; done
+    check_datasets "the arguments" "${DATASET_ARGS[@]}"
     OPTS=("$@")
     if (( ${#OPTS[@]} % 2 )); then
         echo "error: overrides must be KEY VALUE pairs, got: ${OPTS[*]}" >&2
@@ -53,37 +98,32 @@ split_args() {
     fi
 }
 
+# no_dataset_args SCRIPT ARGS...: the ImageNet-transfer scripts take targets from $TARGETS only.
+no_dataset_args() {
+    local script="$1"
+    shift
+    split_args "$@"
+    if [[ ${#DATASET_ARGS[@]} -gt 0 ]]; then
+        echo "error: $script takes no dataset arguments (got: ${DATASET_ARGS[*]}); choose the targets with" \
+             "TARGETS=\"${DATASET_ARGS[*]}\" bash scripts/dpl/$script" >&2
+        exit 2
+    fi
+}
+
 # single_run_args ARGS...: DATASET SEED [SHOTS] [KEY VALUE ...] of search.sh / train.sh
 # -> DATASET, SEED, SHOTS (default 16) and OPTS; prints the script's usage on a bad call.
 single_run_args() {
-    if [[ $# -lt 2 ]]; then sed -n '2,7p' "$0" >&2; exit 2; fi
+    if [[ $# -lt 2 ]]; then sed -n '2,/^[^#]/{/^#/p}' "$0" >&2; exit 2; fi
     DATASET="$1"; SEED="$2"; shift 2
     SHOTS=16
     if [[ $# -gt 0 && "$1" =~ ^[0-9]+$ ]]; then SHOTS="$1"; shift; fi
-    if ! is_dataset "$DATASET"; then
-        echo "error: unknown dataset '$DATASET' (no configs/datasets/$DATASET.yaml); available:" \
-             "$(cd "$REPO_DIR/configs/datasets" && ls -- *.yaml | sed 's/\.yaml$//' | tr '\n' ' ')" >&2
+    check_datasets "DATASET" "$DATASET"
+    if [[ ! "$SEED" =~ ^[0-9]+$ ]]; then
+        echo "error: SEED must be a whole number, got '$SEED' (usage: DATASET SEED [SHOTS] [KEY VALUE ...])" >&2
         exit 2
     fi
     split_args "$@"
     check_data_root
-}
-
-# imagenet_transfer PROTOCOL DEFAULT_TARGETS: train on $SOURCE (imagenet), evaluate on each target.
-imagenet_transfer() {
-    local protocol="$1" targets="$2" seed src dataset
-    SOURCE="${SOURCE:-imagenet}"
-    for seed in $SEEDS; do
-        train xd_train "$SOURCE" 16 "$seed" all
-        src="$(run_dir xd_train "$TRAINER" "$CFG" "$SOURCE" 16 "$seed")"
-        for dataset in ${TARGETS:-$targets}; do
-            evaluate "$src" "$protocol" "$dataset" -1 "$seed" all
-        done
-    done
-}
-
-backbone_opts() {
-    if [[ -n "${CLIP_CHECKPOINT:-}" ]]; then echo "MODEL.BACKBONE.PATH $CLIP_CHECKPOINT"; fi
 }
 
 check_data_root() {
@@ -94,16 +134,36 @@ check_data_root() {
     fi
 }
 
-# run_job OUTDIR TRAIN_PY_ARGS... : skip a finished run, resume an unfinished one.
+# missing_artifact OUTDIR "PATTERN ...": the first pattern (a glob below OUTDIR) with no file, if any.
+missing_artifact() {
+    local pattern
+    for pattern in $2; do
+        if ! compgen -G "$1/$pattern" > /dev/null; then echo "$pattern"; return 0; fi
+    done
+}
+
+# run_job OUTDIR "ARTIFACTS" TRAIN_PY_ARGS... : skip a finished run, resume an unfinished one.
+# Finished = the .done marker and every ARTIFACTS glob (plus its log) exist: a marker whose artifact
+# was deleted does not count, the run resumes and writes it again. With DRY_RUN set, nothing runs:
+# an unfinished run exits the (sub)shell with status 3 (see cell).
 run_job() {
-    local outdir="$1"; shift
-    if [[ -f "$outdir/.done" ]]; then
+    local outdir="$1" artifacts="log.txt* $2" missing
+    shift 2
+    missing="$(missing_artifact "$outdir" "$artifacts")"
+    if [[ -f "$outdir/.done" && -z "$missing" ]]; then
         echo "Skip (finished): $outdir"
         return 0
     fi
-    if [[ -d "$outdir" ]]; then echo "Resume (unfinished): $outdir"; else echo "Run: $outdir"; fi
-    # shellcheck disable=SC2046
-    (cd "$REPO_DIR" && "$PYTHON" train.py --root "$DATA" --output-dir "$outdir" "$@")
+    if [[ -n "${DRY_RUN:-}" ]]; then exit 3; fi
+    if [[ -f "$outdir/.done" ]]; then
+        echo "Re-run (marked finished, but its $missing is missing): $outdir"
+        rm -f "$outdir/.done"
+    elif [[ -d "$outdir" ]]; then
+        echo "Resume (unfinished): $outdir"
+    else
+        echo "Run: $outdir"
+    fi
+    (cd "$REPO_DIR" && "${LAUNCH[@]}" train.py --root "$DATA" --output-dir "$outdir" "$@")
     touch "$outdir/.done"
 }
 
@@ -118,7 +178,10 @@ run_dir() {
 last_epoch() {
     local ptr
     ptr="$(ls "$1"/*/checkpoint 2>/dev/null | head -n1 || true)"
-    if [[ -z "$ptr" ]]; then echo "error: no checkpoint in $1" >&2; exit 2; fi
+    if [[ -z "$ptr" ]]; then
+        echo "error: no checkpoint in $1; delete its .done marker (rm $1/.done) and re-run to train it again" >&2
+        exit 2
+    fi
     sed -n 's/^model\.pth\.tar-\([0-9]*\)$/\1/p' "$ptr"
 }
 
@@ -128,13 +191,19 @@ search_dir() {  # PROTOCOL DATASET SHOTS SEED
 
 # search PROTOCOL DATASET SHOTS SEED SUBSAMPLE: run (or skip/resume) a DPLSearch job.
 search() {
-    local out
-    out="$(search_dir "$1" "$2" "$3" "$4")"
-    # shellcheck disable=SC2046
-    run_job "$out" --seed "$4" --trainer DPLSearch \
+    run_job "$(search_dir "$1" "$2" "$3" "$4")" "prompt_config.json */checkpoint" --seed "$4" --trainer DPLSearch \
         --dataset-config-file "configs/datasets/$2.yaml" \
         --config-file "configs/trainers/DPLSearch/$SEARCH_CFG.yaml" \
-        DATASET.NUM_SHOTS "$3" DATASET.SUBSAMPLE_CLASSES "$5" $(backbone_opts) "${OPTS[@]}"
+        DATASET.NUM_SHOTS "$3" DATASET.SUBSAMPLE_CLASSES "$5" "${BACKBONE_OPTS[@]}" "${OPTS[@]}"
+}
+
+# The files a finished train-stage run of $TRAINER must still have (besides its log).
+train_artifacts() {
+    case "$TRAINER" in
+        ZeroshotCLIP) echo "" ;;
+        DPLTrain) echo "prompt_config.json */checkpoint" ;;
+        *) echo "*/checkpoint" ;;
+    esac
 }
 
 # train PROTOCOL DATASET SHOTS SEED SUBSAMPLE: the train stage with $TRAINER ($CFG).
@@ -143,19 +212,18 @@ train() {
     local protocol="$1" dataset="$2" shots="$3" seed="$4" sub="$5" out extra=()
     out="$(run_dir "$protocol" "$TRAINER" "$CFG" "$dataset" "$shots" "$seed")"
     if [[ "$TRAINER" == "DPLTrain" ]]; then
-        local art
-        art="$(search_dir "$protocol" "$dataset" "$shots" "$seed")/prompt_config.json"
-        if [[ ! -f "$art" ]]; then search "$protocol" "$dataset" "$shots" "$seed" "$sub"; fi
-        extra=(TRAINER.DPL.CONFIG_FILE "$(cd "$(dirname "$art")" && pwd)/prompt_config.json")
+        local search_out
+        search_out="$(search_dir "$protocol" "$dataset" "$shots" "$seed")"
+        if [[ ! -f "$search_out/prompt_config.json" ]]; then search "$protocol" "$dataset" "$shots" "$seed" "$sub"; fi
+        extra=(TRAINER.DPL.CONFIG_FILE "$search_out/prompt_config.json")
     fi
     local mode=()
     if [[ "$TRAINER" == "ZeroshotCLIP" ]]; then mode=(--eval-only); fi
-    # shellcheck disable=SC2046
-    run_job "$out" --seed "$seed" --trainer "$TRAINER" "${mode[@]}" \
+    run_job "$out" "$(train_artifacts)" --seed "$seed" --trainer "$TRAINER" "${mode[@]}" \
         --dataset-config-file "configs/datasets/$dataset.yaml" \
         --config-file "configs/trainers/$TRAINER/$CFG.yaml" \
         DATASET.NUM_SHOTS "$shots" DATASET.SUBSAMPLE_CLASSES "$sub" "${extra[@]}" \
-        $(backbone_opts) "${OPTS[@]}"
+        "${BACKBONE_OPTS[@]}" "${OPTS[@]}"
 }
 
 # evaluate SRC_DIR PROTOCOL DATASET SHOTS SEED SUBSAMPLE: eval-only of a trained run on DATASET.
@@ -164,13 +232,75 @@ evaluate() {
     out="$(run_dir "$protocol" "$TRAINER" "$CFG" "$dataset" "$shots" "$seed")"
     local extra=()
     if [[ "$TRAINER" == "DPLTrain" ]]; then
-        extra=(TRAINER.DPL.CONFIG_FILE "$(cd "$src" && pwd)/prompt_config.json")
+        extra=(TRAINER.DPL.CONFIG_FILE "$src/prompt_config.json")
     fi
     if [[ "$TRAINER" != "ZeroshotCLIP" ]]; then load=(--model-dir "$src" --load-epoch "$(last_epoch "$src")"); fi
-    # shellcheck disable=SC2046
-    run_job "$out" --seed "$seed" --trainer "$TRAINER" --eval-only "${load[@]}" \
+    run_job "$out" "" --seed "$seed" --trainer "$TRAINER" --eval-only "${load[@]}" \
         --dataset-config-file "configs/datasets/$dataset.yaml" \
         --config-file "configs/trainers/$TRAINER/$CFG.yaml" \
         DATASET.NUM_SHOTS "$shots" DATASET.SUBSAMPLE_CLASSES "$sub" "${extra[@]}" \
-        $(backbone_opts) "${OPTS[@]}"
+        "${BACKBONE_OPTS[@]}" "${OPTS[@]}"
+}
+
+# ---- Grid cells: the work of one job -------------------------------------------------------------
+
+# base2new_cell DATASET SEED: train on the base classes, then evaluate on the new ones.
+base2new_cell() {
+    train base2new_base "$1" 16 "$2" base
+    evaluate "$(run_dir base2new_base "$TRAINER" "$CFG" "$1" 16 "$2")" base2new_new "$1" 16 "$2" new
+}
+
+# transfer_cell PROTOCOL SOURCE "TARGETS" SEED: train on SOURCE (16 shots), evaluate on each target.
+transfer_cell() {
+    local protocol="$1" source="$2" targets="$3" seed="$4" dataset
+    train xd_train "$source" 16 "$seed" all
+    for dataset in $targets; do
+        evaluate "$(run_dir xd_train "$TRAINER" "$CFG" "$source" 16 "$seed")" "$protocol" "$dataset" -1 "$seed" all
+    done
+}
+
+# imagenet_transfer PROTOCOL DEFAULT_TARGETS: one cell per seed (source: $SOURCE, default imagenet;
+# targets: $TARGETS, default DEFAULT_TARGETS), all names checked before the first run.
+imagenet_transfer() {
+    local protocol="$1" source="${SOURCE:-imagenet}" targets="${TARGETS:-$2}" seed
+    check_datasets "SOURCE" "$source"
+    # shellcheck disable=SC2086  # TARGETS is a space-separated list
+    check_datasets "TARGETS" $targets
+    for seed in $SEEDS; do
+        cell "$protocol/$TRAINER/$CFG/$source/seed$seed" transfer_cell "$protocol" "$source" "$targets" "$seed"
+    done
+}
+
+# cell NAME FUNCTION ARGS...: one grid cell, i.e. the work of one job (e.g. search + train of one
+# dataset/shots/seed); NAME (protocol/trainer/config/dataset/...) names it and its log. EXECUTOR=sequential runs
+# FUNCTION ARGS now. EXECUTOR=local|slurm skips a finished cell (a dry run of FUNCTION finds no
+# unfinished run) and queues the others for run_grid.
+cell() {
+    local name="$1" rc=0
+    shift
+    if [[ "$EXECUTOR" == sequential ]]; then "$@"; return; fi
+    (DRY_RUN=1; "$@") > /dev/null || rc=$?
+    if (( rc == 0 )); then echo "Skip (finished): $name"; return 0; fi
+    if (( rc != 3 )); then exit "$rc"; fi
+    if [[ -z "${GRID_FILE:-}" ]]; then
+        GRID_FILE="$(mktemp "${TMPDIR:-/tmp}/dpl-grid.XXXXXX")"
+        trap 'rm -f "$GRID_FILE"' EXIT
+    fi
+    # The cell's command carries every setting this script resolved (paths, configs), so it runs the
+    # same in a SLURM job as here. Records: NAME LOG ARGC ARGV..., each field NUL-terminated.
+    local argv=(env "DATA=$DATA" "OUTPUT=$OUTPUT" "CLIP_CHECKPOINT=${CLIP_CHECKPOINT:-}" "TRAINER=$TRAINER"
+                "CFG=$CFG" "SEARCH_CFG=$SEARCH_CFG" "PYTHON=$PYTHON" "GPUS_PER_JOB=$GPUS_PER_JOB"
+                EXECUTOR=sequential bash "$REPO_DIR/scripts/dpl/_cell.sh" "$@" -- "${OPTS[@]}")
+    printf '%s\0' "$name" "$OUTPUT/grid_logs/${name//\//-}.log" "${#argv[@]}" "${argv[@]}" >> "$GRID_FILE"
+}
+
+# run_grid: after the last cell, EXECUTOR=local|slurm runs the queued cells through tools/grid.py
+# (progress while waiting; a failed cell does not stop the others; at the end the failed cells with
+# their logs) and exits with its status (1 if a cell failed). Sequential: nothing left to do.
+run_grid() {
+    if [[ "$EXECUTOR" == sequential ]]; then return 0; fi
+    if [[ -z "${GRID_FILE:-}" ]]; then echo "Nothing to run: every cell is finished."; return 0; fi
+    local rc=0
+    "$PYTHON" "$REPO_DIR/tools/grid.py" "$GRID_FILE" --folder "$OUTPUT/grid_logs" || rc=$?
+    if (( rc )); then exit "$rc"; fi
 }

@@ -4,6 +4,8 @@
 # Usage: bash scripts/dpl/base2new.sh [DATASET ...] [KEY VALUE ...]   (no datasets = all 11)
 # Output: $OUTPUT/base2new_base/... and $OUTPUT/base2new_new/...
 # Then: python tools/parse_test_res.py $OUTPUT --base2new
+# Cells in parallel: EXECUTOR=local|slurm (README, "Protocol grids on a cluster (SLURM)").
+[ -n "${BASH_VERSION:-}" ] || { echo "error: base2new.sh needs bash; run it with bash: bash scripts/dpl/base2new.sh ..." >&2; exit 2; }
 source "$(dirname "$0")/_lib.sh"
 split_args "$@"
 check_data_root
@@ -13,9 +15,8 @@ if [[ "$TRAINER" == "DPLTrain" && -z "$CFG_FROM_ENV" ]]; then CFG="vit_b16_base2
 if [[ -z "$SEARCH_CFG_FROM_ENV" ]]; then SEARCH_CFG="vit_b16_base2new"; fi
 for dataset in "${datasets[@]}"; do
     for seed in $SEEDS; do
-        train base2new_base "$dataset" 16 "$seed" base
-        src="$(run_dir base2new_base "$TRAINER" "$CFG" "$dataset" 16 "$seed")"
-        evaluate "$src" base2new_new "$dataset" 16 "$seed" new
+        cell "base2new/$TRAINER/$CFG/$dataset/seed$seed" base2new_cell "$dataset" "$seed"
     done
 done
+run_grid
 echo "Results: python tools/parse_test_res.py $OUTPUT --base2new"

@@ -3,6 +3,8 @@
 # Usage: bash scripts/dpl/fewshot.sh [DATASET ...] [KEY VALUE ...]
 #   no datasets = all 11; SHOTS_LIST (default "1 2 4 8 16"), SEEDS (default "1 2 3").
 # Then: python tools/parse_test_res.py $OUTPUT/fewshot
+# Cells in parallel: EXECUTOR=local|slurm (README, "Protocol grids on a cluster (SLURM)").
+[ -n "${BASH_VERSION:-}" ] || { echo "error: fewshot.sh needs bash; run it with bash: bash scripts/dpl/fewshot.sh ..." >&2; exit 2; }
 source "$(dirname "$0")/_lib.sh"
 split_args "$@"
 check_data_root
@@ -11,8 +13,9 @@ if [[ ${#datasets[@]} -eq 0 ]]; then read -r -a datasets <<< "$ALL_DATASETS"; fi
 for dataset in "${datasets[@]}"; do
     for shots in ${SHOTS_LIST:-1 2 4 8 16}; do
         for seed in $SEEDS; do
-            train fewshot "$dataset" "$shots" "$seed" all
+            cell "fewshot/$TRAINER/$CFG/$dataset/shots_$shots/seed$seed" train fewshot "$dataset" "$shots" "$seed" all
         done
     done
 done
+run_grid
 echo "Results: python tools/parse_test_res.py $OUTPUT/fewshot"
