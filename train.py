@@ -28,7 +28,10 @@ import yaml
 from dassl.config import get_cfg_default
 from dassl.data.datasets import DATASET_REGISTRY
 from dassl.engine import TRAINER_REGISTRY, build_trainer
-from dassl.utils import check_availability, collect_env_info, run_record, set_random_seed, setup_logger
+from dassl.utils import (Logger, check_availability, collect_env_info, run_record, set_random_seed,
+                         setup_logger)
+from dassl.utils.distributed import (close_distributed, get_world_size, init_distributed,
+                                     is_main_process, per_rank_batch)
 from user_errors import UserError
 
 
@@ -49,13 +52,16 @@ try:
 except ModuleNotFoundError as _err:
     _skip_missing(_err, ("trainers",), "package 'trainers' (the trainers)")
 try:
-    from trainers.config import IGNORED_KEYS, extend_cfg
+    from trainers.config import IGNORED_KEYS, apply_model_input, extend_cfg
 except ModuleNotFoundError as _err:
     _skip_missing(_err, ("trainers", "trainers.config"), "trainers/config.py (extend_cfg)")
     IGNORED_KEYS = {}
 
     def extend_cfg(cfg):
         return None
+
+    def apply_model_input(cfg, opts):
+        return []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -123,6 +129,7 @@ def setup_cfg(args):
         _merge_file(cfg, args.config_file, "--config-file")
     reset_cfg(cfg, args)
     _merge_opts(cfg, args.opts or [])
+    apply_model_input(cfg, args.opts or [])  # an open_clip model's own size/mean/std/interpolation
     cfg.freeze()
     return cfg
 
@@ -251,11 +258,14 @@ def run(args):
     cfg = setup_cfg(args)
     validate_cfg(cfg)
     notes = check_run_folders(args, cfg)  # before the log: a refused folder is left as it was
+    # Under torchrun: join the job (README "Multi-GPU"). A rendezvous, so every rank has checked
+    # the folders before rank 0 writes anything.
+    init_distributed(cfg.USE_CUDA)
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
 
-    logger = setup_logger(cfg.OUTPUT_DIR)
+    logger = setup_logger(cfg.OUTPUT_DIR) if is_main_process() else quiet_stdout()
     try:
         _run_logged(args, cfg, notes)
     except Exception as err:
@@ -270,9 +280,31 @@ def run(args):
         if sys.stdout is logger:
             sys.stdout = logger.console
         logger.close()
+        close_distributed()
+
+
+def quiet_stdout():
+    """Ranks > 0 of a torchrun job print nothing (rank 0 logs); their errors still reach stderr."""
+    logger = Logger(console=open(os.devnull, "w"))
+    sys.stdout = logger
+    return logger
+
+
+def print_world(cfg, training=True):
+    """World size and per-rank batch (DATALOADER.TRAIN_X.BATCH_SIZE is the global batch, which a
+    training run needs divisible by the world size)."""
+    batch, world = cfg.DATALOADER.TRAIN_X.BATCH_SIZE, get_world_size()
+    try:
+        local = per_rank_batch(batch)
+    except UserError:
+        if training:
+            raise
+        local = "-"
+    print(f"World size: {world} process(es); global batch {batch}, per-rank batch {local}")
 
 
 def _run_logged(args, cfg, notes=()):
+    print_world(cfg, training=not (args.eval_only or args.no_train))
     for note in notes:
         print(note)
     if not (args.eval_only or args.no_train):

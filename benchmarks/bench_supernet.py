@@ -137,6 +137,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # gpu_check's CPU test
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -147,6 +148,10 @@ def main(argv=None):
           f"median of {repeats} forward+backward runs")
     for label, options in OPTION_SETS.items():
         print(f"\n=== options {label} ===")
+        if args.tiny:  # tiny widths: exercises the same code in about a second on a CPU
+            bench_branch("image", 1, 17, 64, 1, False, options, 1, device)
+            bench_branch("text", 4, 77, 64, 1, True, options, 1, device)
+            continue
         bench_branch("image", img_batch, 197, 768, 12, False, options, repeats, device)
         bench_branch("text", text_batch, 77, 512, 8, True, options, repeats, device)
 

@@ -84,6 +84,7 @@ class CoOpDataset(DatasetBase):
     image_subdir = ""  # image folder inside it ("" = the dataset folder itself)
     split_name = ""    # the split file is split_zhou_<split_name>.json ("" = no split file)
     layout = ""        # expected tree, shown in errors and mirrored in docs/DATASETS.md
+    fewshot_subdir = "split_fewshot"  # few-shot cache folder inside the dataset folder
 
     read_split = staticmethod(splits.read_split)
     save_split = staticmethod(splits.save_split)
@@ -91,14 +92,13 @@ class CoOpDataset(DatasetBase):
     subsample_classes = staticmethod(splits.subsample_classes)
 
     def __init__(self, cfg):
-        folder = type(self).dataset_dir
-        self.dataset_dir = find_dataset_dir(cfg, folder, type(self).__name__, self.layout)
+        self.dataset_dir = self.locate(cfg)
         subdir = self.image_subdir
         self.image_dir = os.path.join(self.dataset_dir, subdir) if subdir else self.dataset_dir
         split_file = f"split_zhou_{self.split_name}.json"
         self.split_path = os.path.join(self.dataset_dir, split_file) if self.split_name else ""
         # CoOp creates this eagerly; we create it when a cache is written, so read-only data works.
-        self.split_fewshot_dir = os.path.join(self.dataset_dir, "split_fewshot")
+        self.split_fewshot_dir = os.path.join(self.dataset_dir, self.fewshot_subdir)
         require(self.image_dir, type(self).__name__, self.layout)
 
         train, val, test = self.load_split()
@@ -107,6 +107,10 @@ class CoOpDataset(DatasetBase):
         super().__init__(train_x=train, val=val, test=test)
 
     # -- hooks -----------------------------------------------------------------------------------
+
+    def locate(self, cfg) -> str:
+        """The dataset folder (default: ``<DATASET.ROOT>/<dataset_dir>``, checked to exist)."""
+        return find_dataset_dir(cfg, type(self).dataset_dir, type(self).__name__, self.layout)
 
     @property
     def split_prefix(self) -> str:

@@ -1,6 +1,7 @@
 """DPL: differentiable prompt learning for CLIP (framework-free; never imports dassl)."""
 __version__ = "0.1.0"
 
+from dpl.classifier import PromptClassifier, load_classifier  # noqa: E402
 from dpl.attention import (  # noqa: E402
     mixed_attention_fused,
     mixed_attention_reference,
@@ -22,4 +23,5 @@ __all__ = [
     "PromptedTextEncoder", "PromptedImageEncoder", "SupernetTextEncoder", "SupernetImageEncoder",
     "prompted_block", "prompted_attention", "supernet_block", "mixed_attention_fused",
     "mixed_attention_reference", "PromptConfigError", "PromptLearner",
+    "load_classifier", "PromptClassifier",
 ]

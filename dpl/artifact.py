@@ -3,9 +3,14 @@
 The search stage writes one JSON file; the train stage reads it. Nothing else passes between them.
 Schema version 1::
 
-    {"schema": "dpl-prompt-config/1", "backbone": str, "text": BRANCH, "vision": BRANCH,
-     "history_file": "alpha_history.json", "provenance": {...}}
+    {"schema": "dpl-prompt-config/1", "backbone": BACKBONE, "text": BRANCH, "vision": BRANCH,
+     "history_file": "alpha_history.json", "provenance": {...}, ["classifier": {...}]}
     BRANCH = {"num_blocks", "width", "options", "lengths", "alpha", "probs", "dominant"}
+    BACKBONE = {"name", "file", "config", "sha256"} (``dpl.clip_loader.backbone_record``), or a
+               name string (older files, hand-written configurations)
+
+A train run's copy also holds ``classifier`` (``dpl.classifier.classifier_info``): what a prediction
+needs besides the prompts (class names, text input, input preprocessing).
 """
 from __future__ import annotations
 
@@ -76,7 +81,7 @@ def shots_provenance(requested: int, train_labels: Sequence[int]) -> dict:
             "min_shots_per_class": min(counts)}
 
 
-def build_artifact(backbone: str, text: dict, vision: dict, provenance: Mapping,
+def build_artifact(backbone, text: dict, vision: dict, provenance: Mapping,
                    history_file: str = "alpha_history.json") -> dict:
     art = {
         "schema": SCHEMA,
@@ -182,16 +187,39 @@ def check_fits(art: Mapping, dims: Mapping, source: str) -> None:
             raise ArtifactError(
                 f"Prompt configuration {source} was searched for a model with {name} encoder "
                 f"{have['num_blocks']} blocks x width {have['width']} (backbone "
-                f"{art.get('backbone')!r}), but the loaded model has {want['num_blocks']} blocks x "
+                f"{backbone_name(art)!r}), but the loaded model has {want['num_blocks']} blocks x "
                 f"width {want['width']}. Use an artifact searched with this backbone."
             )
+
+
+def backbone_name(art: Mapping) -> str:
+    """The model name of an artifact's ``backbone`` (a record or, in older files, the name)."""
+    backbone = art.get("backbone")
+    return backbone.get("name", "") if isinstance(backbone, Mapping) else backbone
+
+
+def check_backbone(art: Mapping, backbone: Mapping, source: str) -> None:
+    """Refuse an artifact made on another checkpoint: both SHA-256s known and different.
+
+    ``backbone`` is the loaded model's ``backbone_record``; name-only artifacts are not checked.
+    """
+    have = art.get("backbone")
+    if not isinstance(have, Mapping) or not have.get("sha256") or not backbone.get("sha256"):
+        return
+    if have["sha256"] != backbone["sha256"]:
+        raise ArtifactError(
+            f"Prompt configuration {source} was made on the CLIP checkpoint {have.get('file')!r} "
+            f"({have.get('name')!r}, sha256 {have['sha256'][:12]}...), but the loaded checkpoint is "
+            f"{backbone.get('file')!r} ({backbone.get('name')!r}, sha256 {backbone['sha256'][:12]}...). "
+            "Set MODEL.BACKBONE.NAME/PATH to the model the search ran on, or search again on this one."
+        )
 
 
 def lengths_from_artifact(art: Mapping) -> tuple:
     return list(art["text"]["lengths"]), list(art["vision"]["lengths"])
 
 
-def fixed_artifact(backbone: str, dims: Mapping, text_lengths: Sequence[int],
+def fixed_artifact(backbone, dims: Mapping, text_lengths: Sequence[int],
                    vision_lengths: Sequence[int], provenance: Mapping) -> dict:
     """An artifact for a configuration that was not searched (e.g. a manual/uniform baseline).
 

@@ -1,8 +1,20 @@
-"""Load OpenAI-format CLIP checkpoints from a local file through open_clip. Never downloads.
+"""Load CLIP from a local file through open_clip. Never downloads.
 
-An OpenAI CLIP checkpoint is either a TorchScript archive (the ``.pt`` files OpenAI publishes) or a
-plain state dict with the same key names. Both are rebuilt into an ``open_clip.model.CLIP`` (whose
-transformers are batch-first). Depth, widths and heads are read from the weights, never assumed.
+Two kinds of model, one result (a frozen ``open_clip.model.CLIP``, batch-first transformers):
+
+- OpenAI's: a backbone name of OpenAI's (``ViT-B/16``) or any other name with an OpenAI-format file.
+  The checkpoint is a TorchScript archive (the ``.pt`` files OpenAI publishes) or a plain state dict
+  with the same key names; depth, widths and heads are read from the weights, never assumed.
+- open_clip's: an open_clip model name (``ViT-B-16``, ``ViT-L-14``, ``ViT-B-32-quickgelu``, ...; see
+  ``open_clip.list_models()``) or any name with a model-config JSON (``config=``, the
+  ``MODEL.BACKBONE.CONFIG`` key), plus a state dict in open_clip's format (``.bin``/``.pt``/``.pth``
+  or ``.safetensors``). The model is built with ``pretrained=None`` and the file loaded here. The
+  config also gives the preprocessing (``preprocess_of``) and the tokenizer's context length; parts
+  DPL cannot walk (timm or Hugging Face towers, custom attention blocks, attentional pooling, a
+  non-CLIP tokenizer) are refused when the model is loaded, naming the config field.
+
+``backbone_record(model)`` is what an artifact stores (name, file, config, SHA-256 of the weights), so
+a prompt configuration is never used on another model.
 
 Security note: a TorchScript archive is code as well as weights; ``torch.jit.load`` runs it. Only
 load archives from a trusted source (OpenAI's files, or your own). Plain state dicts are read with
@@ -10,13 +22,18 @@ load archives from a trusted source (OpenAI's files, or your own). Plain state d
 """
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
 import os
 import re
 import zipfile
-from typing import Optional, Union
+from typing import Dict, Optional, Tuple, Union
 
+import open_clip
 import torch
-from open_clip.model import CLIP, build_model_from_openai_state_dict, convert_weights_to_lp
+from open_clip.model import (CLIP, build_model_from_openai_state_dict, convert_weights_to_lp,
+                             set_model_preprocess_cfg)
 from user_errors import UserError
 
 # The usual OpenAI file names, as the `clip` package stores them under ~/.cache/clip.
@@ -35,8 +52,19 @@ OPENAI_FILENAMES = {
 PRECISIONS = ("fp32", "fp16", "amp", "bf16")  # dpl/precision.py says what each means
 
 
+# OpenAI's preprocessing (also open_clip's default): bicubic resize, these constants.
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+# The BPE tokenizer every path of DPL uses (open_clip.tokenize); a model must share its vocabulary.
+CLIP_VOCAB_SIZE = 49408
+
+
 class CheckpointError(UserError, RuntimeError):
     """A CLIP checkpoint is missing, unreadable or not in OpenAI's format."""
+
+
+class UnsupportedModelError(CheckpointError):
+    """The model's architecture has a part DPL's prompted encoders cannot walk."""
 
 
 def default_cache_dir() -> str:
@@ -55,9 +83,9 @@ def resolve_checkpoint(backbone: str, path: str = "") -> str:
         fname = OPENAI_FILENAMES.get(backbone)
         if fname is None:
             raise CheckpointError(
-                f"Unknown backbone {backbone!r} and no MODEL.BACKBONE.PATH given. Known names: "
-                f"{', '.join(OPENAI_FILENAMES)}. For any other model, set MODEL.BACKBONE.PATH to a "
-                "local OpenAI-format checkpoint file."
+                f"Unknown backbone {backbone!r} and no MODEL.BACKBONE.PATH given. Known OpenAI names: "
+                f"{', '.join(OPENAI_FILENAMES)}. For an open_clip model (e.g. ViT-B-16) or any other "
+                "model, set MODEL.BACKBONE.PATH to its local checkpoint file (nothing is downloaded)."
             )
         candidate = os.path.join(default_cache_dir(), fname)
     if not os.path.isfile(candidate):
@@ -70,20 +98,37 @@ def resolve_checkpoint(backbone: str, path: str = "") -> str:
     return candidate
 
 
-def read_openai_state_dict(file: str) -> dict:
-    """Read a TorchScript archive or a plain state dict into a state dict of tensors."""
+def read_state_dict(file: str) -> Dict[str, torch.Tensor]:
+    """A CLIP state dict from a TorchScript archive, a ``.safetensors`` file or a ``torch.save`` file
+    (plain, or wrapped in ``{"state_dict": ...}`` with optional ``module.`` prefixes)."""
     try:
-        if zipfile.is_zipfile(file) and _is_torchscript(file):
+        if file.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            state = load_file(file, device="cpu")
+        elif zipfile.is_zipfile(file) and _is_torchscript(file):
             archive = torch.jit.load(file, map_location="cpu")
             return {k: v for k, v in archive.state_dict().items()}
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt files
+        else:
+            state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch and safetensors raise many types for corrupt files
         raise CheckpointError(
             f"Could not read the CLIP checkpoint {file} ({type(exc).__name__}: {_reason(exc)}); the "
-            "file is corrupt, truncated or not an OpenAI-format CLIP checkpoint: copy it again."
+            "file is corrupt, truncated or not a CLIP checkpoint: copy it again."
         ) from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = {k[7:] if k.startswith("module.") else k: v for k, v in state["state_dict"].items()}
+        state = state["state_dict"]
+    if isinstance(state, dict):
+        state = {k[7:] if k.startswith("module.") else k: v for k, v in state.items()}
+    return state
+
+
+def read_openai_state_dict(file: str) -> dict:
+    """Read a TorchScript archive or a plain state dict into a state dict of tensors."""
+    return _require_openai_keys(read_state_dict(file), file)
+
+
+def _require_openai_keys(state, file: str) -> dict:
     if not isinstance(state, dict) or "token_embedding.weight" not in state:
         raise CheckpointError(
             f"{file} is not an OpenAI-format CLIP checkpoint (no 'token_embedding.weight' key)."
@@ -113,9 +158,12 @@ def load_clip(
     path: str = "",
     precision: str = "fp32",
     device: Optional[Union[str, torch.device]] = None,
+    config: str = "",
 ) -> CLIP:
-    """Build a frozen open_clip ``CLIP`` in eval mode from a local OpenAI-format checkpoint.
+    """Build a frozen open_clip ``CLIP`` in eval mode from a local checkpoint.
 
+    backbone: an OpenAI name (``ViT-B/16``), an open_clip name (``ViT-B-16``) or any name with
+    ``path`` (and, for an open_clip architecture it does not list, ``config``: a model-config JSON).
     precision: "fp32", "amp" and "bf16" keep fp32 weights (the last two autocast the forward pass);
     "fp16" casts matmul weights to half (CUDA only).
     """
@@ -127,21 +175,221 @@ def load_clip(
             "PREC fp16 needs a CUDA device; on CPU use fp32 (e.g. add `TRAINER.DPL.PREC fp32`)."
         )
     file = resolve_checkpoint(backbone, path)
-    state = read_openai_state_dict(file)
-    try:
-        model = build_model_from_openai_state_dict(dict(state))
-    except Exception as exc:
-        raise CheckpointError(
-            f"{file} could not be built into a CLIP model: {type(exc).__name__}: {exc}"
-        ) from exc
+    state = read_state_dict(file)
+    weights_sha256 = state_sha256(state) if isinstance(state, dict) else None
+    if is_open_clip_model(backbone, config):
+        model = _build_open_clip(backbone, config, file, state)
+        if precision == "fp16":
+            convert_weights_to_lp(model)  # as OpenAI's files are: matmul weights in half
+    else:
+        model = _build_openai(file, state)
     model = model.to(device)
     if precision != "fp16":
         model.float()
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    model.dpl_backbone = backbone  # remembered for artifacts and messages
+    # Remembered for artifacts (backbone_record) and messages.
+    model.dpl_backbone = backbone
+    model.dpl_checkpoint = file
+    model.dpl_config = os.path.abspath(os.path.expanduser(config)) if config else ""
+    model.dpl_sha256 = weights_sha256
     return model
+
+
+def _build_openai(file: str, state) -> CLIP:
+    state = _require_openai_keys(state, file)
+    try:
+        return build_model_from_openai_state_dict(dict(state))
+    except Exception as exc:
+        raise CheckpointError(
+            f"{file} could not be built into a CLIP model: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+# ----------------------------------------------------------------------------------------------
+# open_clip models
+# ----------------------------------------------------------------------------------------------
+def is_open_clip_model(backbone: str, config: str = "") -> bool:
+    """True for a model-config JSON or an open_clip model name (``open_clip.list_models()``)."""
+    return bool(config) or (backbone not in OPENAI_FILENAMES and backbone in open_clip.list_models())
+
+
+def open_clip_config(backbone: str, config: str = "") -> Tuple[dict, dict, str]:
+    """(model config, preprocessing overrides, source) of an open_clip model.
+
+    ``config`` is a JSON file: an open_clip model config (``embed_dim``, ``vision_cfg``,
+    ``text_cfg``) or an ``open_clip_config.json`` (``{"model_cfg": ..., "preprocess_cfg": ...}``).
+    Without it, open_clip's bundled config for ``backbone``.
+    """
+    if not config:
+        model_cfg = open_clip.get_model_config(backbone)
+        if model_cfg is None:
+            raise CheckpointError(f"{backbone!r} is not an open_clip model name; set MODEL.BACKBONE.CONFIG "
+                                  "to its model-config JSON.")
+        return copy.deepcopy(model_cfg), {}, f"open_clip's {backbone} config"
+    file = os.path.abspath(os.path.expanduser(config))
+    try:
+        with open(file, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"MODEL.BACKBONE.CONFIG {config!r} ({file}) could not be read as JSON "
+                              f"({type(exc).__name__}: {exc}); give an open_clip model-config JSON.") from None
+    model_cfg = data.get("model_cfg", data) if isinstance(data, dict) else None
+    if not isinstance(model_cfg, dict) or not all(k in model_cfg for k in ("embed_dim", "vision_cfg", "text_cfg")):
+        raise CheckpointError(
+            f"MODEL.BACKBONE.CONFIG {file} is not an open_clip model config: it needs 'embed_dim', "
+            "'vision_cfg' and 'text_cfg' (as open_clip/model_configs/ViT-B-16.json), optionally wrapped "
+            "as {\"model_cfg\": ..., \"preprocess_cfg\": ...}.")
+    return copy.deepcopy(model_cfg), dict(data.get("preprocess_cfg", {})), file
+
+
+# Config fields whose parts DPL's encoders cannot walk: (tower or "", field, what it builds).
+_UNSUPPORTED_FIELDS = (
+    ("", "custom_text", "a separate text module (open_clip's CustomTextCLIP)"),
+    ("", "multimodal_cfg", "a CoCa captioning decoder"),
+    ("vision_cfg", "timm_model_name", "a timm image tower"),
+    ("vision_cfg", "attentional_pool", "attentional pooling instead of the CLS token"),
+    ("vision_cfg", "final_ln_after_pool", "a final LayerNorm after pooling"),
+    ("text_cfg", "hf_model_name", "a Hugging Face text tower"),
+    ("text_cfg", "hf_tokenizer_name", "a Hugging Face tokenizer instead of CLIP's BPE"),
+    ("text_cfg", "tokenizer_mode", "a non-CLIP tokenizer"),
+    ("text_cfg", "embed_cls", "a text CLS token"),
+)
+_CUSTOM_BLOCK_FIELDS = ("qk_norm", "scaled_cosine_attn", "scale_heads", "scale_attn_inner",
+                        "scale_attn", "scale_fc")
+
+
+def unsupported_parts(model_cfg: dict) -> list:
+    """``"<field> (<what>)"`` for every config field that builds a part DPL cannot prompt."""
+    parts = []
+    for tower, field, what in _UNSUPPORTED_FIELDS:
+        section = model_cfg.get(tower, {}) if tower else model_cfg
+        if section.get(field):
+            parts.append(f"{tower + '.' if tower else ''}{field} ({what})")
+    for tower in ("vision_cfg", "text_cfg"):
+        section = model_cfg.get(tower, {})
+        custom = [f for f in _CUSTOM_BLOCK_FIELDS if section.get(f)]
+        if section.get("block_type") == "custom" or custom:
+            parts.append(f"{tower}.{'/'.join(custom) or 'block_type'} (custom attention blocks, not "
+                         "the standard residual attention block)")
+    pool = {"vision_cfg": ("pool_type", "tok"), "text_cfg": ("pool_type", "argmax")}
+    for tower, (field, want) in pool.items():
+        value = model_cfg.get(tower, {}).get(field, want)
+        if value != want:
+            parts.append(f"{tower}.{field} {value!r} (DPL reads features at the {want} token)")
+    vocab = model_cfg.get("text_cfg", {}).get("vocab_size", CLIP_VOCAB_SIZE)
+    if vocab != CLIP_VOCAB_SIZE:
+        parts.append(f"text_cfg.vocab_size {vocab} (CLIP's BPE tokenizer has {CLIP_VOCAB_SIZE} tokens)")
+    return parts
+
+
+def preprocess_from_config(model_cfg: dict, overrides: Optional[dict] = None) -> dict:
+    """The model's input preprocessing: {"size": (h, w), "mean", "std", "interpolation"}.
+
+    open_clip's defaults (OpenAI's constants, bicubic) and ``vision_cfg.image_size``, then
+    ``vision_cfg.image_mean/image_std/interpolation`` and the config's ``preprocess_cfg``.
+    """
+    vision = model_cfg.get("vision_cfg", {})
+    size = vision.get("image_size", 224)
+    out = {"size": size, "mean": vision.get("image_mean", OPENAI_MEAN),
+           "std": vision.get("image_std", OPENAI_STD),
+           "interpolation": vision.get("interpolation", "bicubic")}
+    out.update({k: v for k, v in (overrides or {}).items() if k in out and k != "size"})
+    size = out["size"]
+    out["size"] = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
+    out["mean"], out["std"] = tuple(out["mean"]), tuple(out["std"])
+    return out
+
+
+def model_preprocess(backbone: str, config: str = "") -> Optional[dict]:
+    """The preprocessing an open_clip model's config prescribes (no weights read); None for OpenAI
+    models, whose preprocessing is OpenAI's (the trainer configs' INPUT values)."""
+    if not is_open_clip_model(backbone, config):
+        return None
+    model_cfg, overrides, _ = open_clip_config(backbone, config)
+    return preprocess_from_config(model_cfg, overrides)
+
+
+def preprocess_of(model: CLIP) -> dict:
+    """{"size": (h, w), "mean", "std", "interpolation"} of a loaded model (OpenAI's for OpenAI files)."""
+    cfg = getattr(model.visual, "preprocess_cfg", None) or {}
+    size = cfg.get("size") or getattr(model.visual, "image_size", 224)
+    return {"size": tuple(size) if isinstance(size, (list, tuple)) else (size, size),
+            "mean": tuple(cfg.get("mean", OPENAI_MEAN)), "std": tuple(cfg.get("std", OPENAI_STD)),
+            "interpolation": cfg.get("interpolation", "bicubic")}
+
+
+def _build_open_clip(backbone: str, config: str, file: str, state) -> CLIP:
+    """``CLIP(**model config)`` (what ``open_clip.create_model(name, pretrained=None)`` builds, without
+    its registry or download logic), the weights ``state`` (read from ``file``) loaded strictly."""
+    model_cfg, overrides, source = open_clip_config(backbone, config)
+    parts = unsupported_parts(model_cfg)
+    if parts:
+        raise UnsupportedModelError(
+            f"{source} builds parts DPL cannot prompt: {'; '.join(parts)}. Supported are CLIP models "
+            "whose towers are open_clip's standard residual attention blocks with CLIP's BPE tokenizer."
+        )
+    model_cfg.pop("custom_text", None)
+    try:
+        model = CLIP(**model_cfg)
+    except Exception as exc:
+        raise CheckpointError(f"{source} could not be built into a CLIP model: {type(exc).__name__}: "
+                              f"{exc}; check the config.") from exc
+    _check_walkable(model, source)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{file} holds a {type(state).__name__}, not a CLIP state dict.")
+    state = {k: v for k, v in state.items()
+             if k not in ("input_resolution", "context_length", "vocab_size")}  # TorchScript extras
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        detail = " ".join(str(exc).split("\n\t", 1)[-1].split())[:300]
+        raise CheckpointError(f"{file} does not fit {source} ({detail}); check that MODEL.BACKBONE.NAME"
+                              "/CONFIG name the checkpoint's architecture.") from None
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(
+            f"{file} does not fit {source}: {len(result.missing_keys)} missing key(s) (e.g. "
+            f"{result.missing_keys[:2]}), {len(result.unexpected_keys)} unexpected (e.g. "
+            f"{result.unexpected_keys[:2]}); check that MODEL.BACKBONE.NAME/CONFIG name the "
+            "checkpoint's architecture.")
+    set_model_preprocess_cfg(model, preprocess_from_config(model_cfg, overrides))
+    return model
+
+
+def _check_walkable(model: CLIP, source: str) -> None:
+    """The prompted encoders' own structural checks, run at load time (e.g. custom blocks)."""
+    from dpl.encoders import ImageTower, TextTower
+
+    try:
+        TextTower(model)
+        ImageTower(model)
+    except (TypeError, AttributeError) as exc:
+        raise UnsupportedModelError(f"{source}: DPL cannot prompt this model: {exc}") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# Which model: the artifact's backbone record
+# ----------------------------------------------------------------------------------------------
+def state_sha256(state: Dict[str, torch.Tensor]) -> str:
+    """Hex SHA-256 of a state dict's names, dtypes, shapes and values: the same weights give the
+    same hash whatever the file format (``.pt``, ``.bin``, ``.safetensors``)."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        value = state[key]
+        if not isinstance(value, torch.Tensor):
+            continue
+        t = value.detach().cpu().contiguous()
+        digest.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def backbone_record(model: CLIP) -> dict:
+    """{"name", "file", "config", "sha256"} of a model from ``load_clip`` (the weights' hash; None
+    for a model built otherwise)."""
+    return {"name": getattr(model, "dpl_backbone", ""), "file": getattr(model, "dpl_checkpoint", ""),
+            "config": getattr(model, "dpl_config", ""), "sha256": getattr(model, "dpl_sha256", None)}
 
 
 def save_openai_checkpoint(model: CLIP, file: str) -> None:
@@ -150,8 +398,6 @@ def save_openai_checkpoint(model: CLIP, file: str) -> None:
     The weights are cast like OpenAI's files (matmul weights in fp16) so that ``load_clip`` gives
     back exactly these values. The write is atomic.
     """
-    import copy
-
     lp = copy.deepcopy(model).cpu()
     convert_weights_to_lp(lp)
     state = {k: v for k, v in lp.state_dict().items() if k != "attn_mask"}

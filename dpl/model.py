@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from dpl.distributed import shard_classes
 from dpl.encoders import (ImageTower, PromptedImageEncoder, PromptedTextEncoder,
                           SupernetImageEncoder, SupernetTextEncoder, TextTower, is_vit)
 from dpl.prompts import (BlockPrompts, PromptConfigError, PromptLearner, SupernetPrompts,
@@ -68,11 +69,15 @@ class DPLCLIP(nn.Module):
         """All classes in one batched pass: (num_classes, embed_dim), L2-normalised.
 
         classes: optional (N,) class indices -> (N, embed_dim) for those only (search class sampling).
+        Under torch.distributed each rank encodes ~C/N classes (``dpl.distributed.shard_classes``).
         """
+        def encode(emb, eot):
+            return self.text_encoder(emb, eot, *self.prompt_learner.text.encoder_inputs())
+
         emb, eot = self.token_embeddings, self.eot_index
         if classes is not None:
             emb, eot = emb[classes], eot[classes]
-        feats = self.text_encoder(emb, eot, *self.prompt_learner.text.encoder_inputs())
+        feats = shard_classes(encode, emb, eot)
         return F.normalize(feats, dim=-1)
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,8 @@ import contextlib
 
 import torch
 
+from dpl.distributed import SyncedGradScaler
+
 AUTOCAST_PRECISIONS = ("amp", "bf16")
 
 
@@ -27,8 +29,9 @@ def autocast(prec: str, device_type: str):
 
 
 def grad_scaler(prec: str, device_type: str):
-    """A ``GradScaler`` for PREC amp, else None (fp32, fp16 and bf16 steps are not scaled)."""
-    return torch.amp.GradScaler(device_type) if prec == "amp" else None
+    """A ``GradScaler`` for PREC amp, else None (fp32, fp16 and bf16 steps are not scaled).
+    Under torch.distributed its inf/NaN checks agree across ranks (``SyncedGradScaler``)."""
+    return SyncedGradScaler(device_type) if prec == "amp" else None
 
 
 def scaled_backward(loss: torch.Tensor, scaler, inputs=None, retain_graph: bool = False) -> None:

@@ -4,6 +4,7 @@
 # (cached in ~/.cache/dpl, or $DPL_DEMO_CACHE), then: zero-shot -> DPLSearch -> DPLTrain (searched
 # and uniform) -> a table, the searched lengths and the artifact/heatmap paths.
 # Usage: bash scripts/quickstart.sh [--shots K] [--search-epochs N] [--train-epochs N] [--output DIR]
+[ -n "${BASH_VERSION:-}" ] || { echo "error: quickstart.sh needs bash; run it with bash: bash scripts/quickstart.sh ..." >&2; exit 2; }
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/_env.sh

@@ -346,3 +346,20 @@ def test_unfinished_folder_resumes_with_a_lower_lr(data_root, tiny_clip_path, tm
     log = newest_log(out).read_text()
     assert f"Note: resuming {out} with OPTIM.LR changed from 0.0035 to 0.001" in log
     assert json.loads((out / "run_config.json").read_text())["finished"] is True
+
+
+def test_eval_only_into_the_training_folder_never_replaces_its_configuration(
+        data_root, trained, tmp_path, tiny_clip_path, capsys, monkeypatch):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    kept = (run / "prompt_config.json").read_bytes()
+    other = tmp_path / "other_prompt_config.json"
+    other.write_text(json.dumps(tiny_artifact(
+        text={"lengths": [4] * len(tiny_artifact()["text"]["lengths"]), "options": [0, 4]})))
+    msg = run_fails(eval_argv(data_root, run, tiny_clip_path, run,
+                              opts=["TRAINER.DPL.CONFIG_FILE", str(other)]), capsys, monkeypatch)
+    assert f"holds prompts trained on the configuration in {run / 'prompt_config.json'}" in msg, msg
+    assert f"Pass TRAINER.DPL.CONFIG_FILE {run / 'prompt_config.json'}" in msg
+    assert (run / "prompt_config.json").read_bytes() == kept  # the run's record is intact

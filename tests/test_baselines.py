@@ -102,7 +102,7 @@ def test_class_specific_context_cannot_move_to_other_classes(clip_model):
 
 
 # ----------------------------------------------------------------------------------------------
-# IVLP: in-sequence replacement per block (DASSL_API.md §5)
+# IVLP: in-sequence replacement per block
 # ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("depth_text, depth_vision", [(2, 1), (3, 2)])
 def test_ivlp_tokens_per_block(clip_model, images, depth_text, depth_vision):

@@ -1,5 +1,4 @@
-"""dassl compatibility: registries, check_availability, default config tree, yacs behaviour
-(docs/DASSL_API.md §1.2, §1.3.1, §1.10, §2.1, §6 items 1-2)."""
+"""dassl compatibility: registries, check_availability, default config tree, yacs behaviour."""
 import pytest
 import yaml
 

@@ -1,5 +1,5 @@
 """dassl compatibility: Datum, DatasetBase, few-shot sampling, DatasetWrapper, loaders, samplers,
-transforms, DataManager (docs/DASSL_API.md §1.4-1.5, §6 items 3 and 9)."""
+transforms, DataManager."""
 import pickle
 import random
 

@@ -1,5 +1,5 @@
-"""dassl compatibility: the trainer loop, checkpoints, resume, crash safety, legacy checkpoints
-(docs/DASSL_API.md §1.3, §1.9, §6 items 4 and 9). Uses ToyLinear on the miniature DTD layout."""
+"""dassl compatibility: the trainer loop, checkpoints, resume, crash safety, legacy checkpoints.
+Uses ToyLinear on the miniature DTD layout."""
 import os
 import re
 

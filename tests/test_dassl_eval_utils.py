@@ -1,6 +1,5 @@
 """dassl compatibility: Classification evaluator (lines, dict order, macro-F1 without sklearn,
-per-class, confusion matrix), meters, logger file naming, file helpers (docs/DASSL_API.md §1.6,
-§1.9, §6 items 6-7)."""
+per-class, confusion matrix), meters, logger file naming, file helpers."""
 import os
 import re
 import sys

@@ -1,5 +1,5 @@
 """dassl compatibility: optimizers, LR schedules per epoch (§1.8 check values), scheduler state that
-loads with weights_only and resumes exactly, compute_accuracy (docs/DASSL_API.md §1.7-1.8, §6 item 5)."""
+loads with weights_only and resumes exactly, compute_accuracy."""
 import io
 
 import pytest

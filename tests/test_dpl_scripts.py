@@ -14,7 +14,8 @@ from tests.helpers.in_process import InProcessPython
 from tests.helpers.runs import REPO, final_accuracy, tiny_opts
 from tools import parse_test_res
 
-SCRIPTS = sorted(glob.glob(os.path.join(REPO, "scripts", "dpl", "*.sh"))) + [os.path.join(REPO, "scripts", "test.sh")]
+SCRIPTS = sorted(glob.glob(os.path.join(REPO, "scripts", "dpl", "*.sh"))) + [
+    os.path.join(REPO, "scripts", name) for name in ("test.sh", "quickstart.sh")]
 # A CLIP path that word splitting or a quoting slip would break.
 ODD = "my clip's \"dir\""
 

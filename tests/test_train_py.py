@@ -1,5 +1,5 @@
 """train.py end to end, in-process: a toy trainer on a generated dataset, checkpoints, eval-only
-reproduction, re-run resumes, seed handling, and one-line user errors (docs/DASSL_API.md §2.4)."""
+reproduction, re-run resumes, seed handling, and one-line user errors."""
 import os
 import re
 

@@ -95,14 +95,15 @@ def run_column(label: str, train_args: str, workdir: str) -> Column:
 
 def zeroshot_column(label: str, backbone: str, checkpoint: str, device) -> Column:
     """Frozen CLIP as a DPL model with no prompt anywhere (exactly zero-shot CLIP)."""
-    from dpl.clip_loader import load_clip
+    from dpl.clip_loader import load_clip, preprocess_of
     from dpl.model import build_fixed_model, model_dims
 
     clip_model = load_clip(backbone, checkpoint, precision="fp32", device=device)
     dims = model_dims(clip_model)
     model = build_fixed_model(clip_model, ["object"], [0] * dims["text"]["num_blocks"],
                               [0] * dims["vision"]["num_blocks"])
-    return Column(label, model.eval())
+    pre = preprocess_of(clip_model)  # an open_clip model's own normalisation
+    return Column(label, model.eval(), pre["mean"], pre["std"])
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Pieces shared by our CLIP trainers: loading CLIP from the config, precision, prompt-only
 checkpoints, and evaluation that encodes the class prompts once per pass.
 
-Only the Dassl API of DASSL_API.md is used, so these trainers also run on the real Dassl.
+These trainers use only the part of Dassl 0.6.3's API that CoOp-family trainers use, so they also
+run on the real Dassl (docs/COOP_CHECKOUT.md).
 """
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import torch.nn.functional as F
 
 from dassl.metrics import compute_accuracy
 from dassl.utils import load_checkpoint
-from dpl.clip_loader import PRECISIONS, load_clip
+from dpl.clip_loader import PRECISIONS, load_clip, preprocess_of
+from dpl.distributed import batch_share
 from dpl.precision import autocast, grad_scaler, scaled_step
 from user_errors import UserError, load_state_checked
 
@@ -34,8 +36,10 @@ def clip_from_cfg(cfg, section: str, device):
         raise UserError(f"TRAINER.{section}.PREC is fp16, which needs a CUDA device; on this machine "
                          f"add `TRAINER.{section}.PREC fp32` to the command line.")
     path = getattr(cfg.MODEL.BACKBONE, "PATH", "")
+    config = getattr(cfg.MODEL.BACKBONE, "CONFIG", "")
     print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME}, precision: {prec})")
-    clip_model = load_clip(cfg.MODEL.BACKBONE.NAME, path, precision=prec, device=device)
+    clip_model = load_clip(cfg.MODEL.BACKBONE.NAME, path, precision=prec, device=device, config=config)
+    report_input(cfg, preprocess_of(clip_model))
     size = getattr(clip_model.visual, "image_size", None)
     size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
     if size[0] is not None and tuple(cfg.INPUT.SIZE) != size:
@@ -44,12 +48,31 @@ def clip_from_cfg(cfg, section: str, device):
     return clip_model
 
 
+def report_input(cfg, model_input: dict) -> None:
+    """Log the preprocessing used and where it differs from what the model was trained with."""
+    used = {"size": tuple(cfg.INPUT.SIZE), "mean": tuple(cfg.INPUT.PIXEL_MEAN),
+            "std": tuple(cfg.INPUT.PIXEL_STD), "interpolation": cfg.INPUT.INTERPOLATION}
+    differ = []
+    for key, value in used.items():
+        want = model_input[key]
+        if key in ("mean", "std"):
+            same = len(value) == len(want) and all(abs(a - b) < 1e-6 for a, b in zip(value, want))
+        else:
+            same = value == want
+        if not same:
+            differ.append(f"{key} {value} instead of the model's {want}")
+    where = "; ".join(differ) if differ else "the model's"
+    print("Input preprocessing: " + ", ".join(f"{k} {v}" for k, v in used.items()) + f" ({where})")
+
+
 class PromptStepMixin:
     """One training step on the prompts: cross-entropy (+ optional extra terms) at the trainer's
     precision (dpl/precision.py: fp32, fp16, amp with a GradScaler, bf16 autocast).
 
     Needs ``self.model``, ``self.optim`` and ``self.scaler = self.make_scaler(prec)``, which also
     selects the autocast of the forward pass. The scaler's state is checkpointed (trainer_state).
+    Under torchrun the loss is weighted by this rank's share of the global batch before backward
+    (the engine sums the ranks' gradients), so a step equals one process on the global batch.
     """
 
     def make_scaler(self, prec: str):
@@ -65,12 +88,13 @@ class PromptStepMixin:
             if extra_loss is not None:
                 term, summary = extra_loss(logits, image)
                 loss = loss + term
+        share = loss * batch_share(label)  # torchrun: this rank's part of the global-batch mean
         if self.scaler is None:
-            self.model_backward_and_update(loss)
+            self.model_backward_and_update(share)
         else:
             self.optim.zero_grad()
             self.detect_anomaly(loss)
-            scaled_step(loss, self.optim, self.scaler)
+            scaled_step(share, self.optim, self.scaler)
         out = {"loss": loss.item(), "acc": compute_accuracy(logits, label)[0].item(), **summary}
         if (self.batch_idx + 1) == self.num_batches:
             self.update_lr()
@@ -112,7 +136,7 @@ class CachedTextEvalMixin:
 class PromptCheckpointMixin:
     """Prompt trainers store only prompts; CLIP stays frozen and is never saved.
 
-    ``load_model`` follows the CoOp-family override (DASSL_API.md §1.3.11) so that
+    ``load_model`` follows the CoOp-family override of Dassl's so that
     ``--eval-only --model-dir D --load-epoch N`` works on both engines. It refuses to evaluate
     untrained prompts (no ``--model-dir``) and, for a checkpoint of other settings or of another
     trainer, names the file and the tensors that differ (``user_errors.load_state_checked``).

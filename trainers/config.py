@@ -17,12 +17,18 @@ IGNORED_KEYS = {
 
 def extend_cfg(cfg):
     """Add every key our trainers and datasets read. Call right after ``get_cfg_default()``."""
-    cfg.MODEL.BACKBONE.PATH = ""  # local OpenAI-format checkpoint; "" = ~/.cache/clip/<usual name>
+    cfg.MODEL.BACKBONE.PATH = ""  # local checkpoint (OpenAI or open_clip format); "" = ~/.cache/clip/<usual name>
+    cfg.MODEL.BACKBONE.CONFIG = ""  # open_clip model-config JSON for architectures open_clip does not list
 
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all / base / new (CoOp base-to-new protocol)
     # Draw the few-shot val split from train (disjoint from the K-shot picks) for loaders whose
     # CoOp val split *is* the test split (ImageNet). The search stage turns this on.
     cfg.DATASET.VAL_FROM_TRAIN = False
+    # Your own data (ImageFolder, CSVDataset): the CSV file, and the per-class fractions of train
+    # split off as val / test when they are not given (fixed, seed-independent split).
+    cfg.DATASET.CSV = ""
+    cfg.DATASET.VAL_FRACTION = 0.2
+    cfg.DATASET.TEST_FRACTION = 0.2
 
     # With TRAIN.CHECKPOINT_FREQ 1 every epoch is saved (so a killed run resumes); keep only the
     # newest N regular checkpoints per model (0 = keep all, as Dassl does).
@@ -109,3 +115,33 @@ def _add_zeroshot(cfg):
     cfg.TRAINER.ZEROSHOTCLIP = CN()
     cfg.TRAINER.ZEROSHOTCLIP.PREC = "fp16"  # fp16 (CUDA) / fp32 / amp / bf16
     cfg.TRAINER.ZEROSHOTCLIP.TEMPLATE = ""  # "" = CoOp's template for DATASET.NAME, e.g. "{} texture."
+
+
+# Keys of the model's input preprocessing, and the field of ``dpl.clip_loader.preprocess_of``.
+MODEL_INPUT_KEYS = {"INPUT.SIZE": "size", "INPUT.PIXEL_MEAN": "mean", "INPUT.PIXEL_STD": "std",
+                    "INPUT.INTERPOLATION": "interpolation"}
+
+
+def apply_model_input(cfg, opts) -> list:
+    """Default ``INPUT.SIZE/PIXEL_MEAN/PIXEL_STD/INTERPOLATION`` from an open_clip model's config.
+
+    The trainer YAMLs hold OpenAI's values; for an open_clip model (an open_clip name or
+    ``MODEL.BACKBONE.CONFIG``) its own config wins over them, and a key given in the command-line
+    ``opts`` wins over both. OpenAI models keep the YAML values. Returns the keys that were set.
+    Call after merging the opts, before ``cfg.freeze()``.
+    """
+    from dpl.clip_loader import model_preprocess
+
+    pre = model_preprocess(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.CONFIG)
+    if pre is None:
+        return []
+    given = set(opts[0::2])
+    changed = []
+    for key, field in MODEL_INPUT_KEYS.items():
+        if key in given:
+            continue
+        value = pre[field]
+        value = tuple(value) if field == "size" else list(value) if field != "interpolation" else value
+        setattr(cfg.INPUT, key.split(".")[1], value)
+        changed.append(key)
+    return changed

@@ -16,6 +16,7 @@ import random
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from dassl.engine import TRAINER_REGISTRY, TrainerX
@@ -23,6 +24,9 @@ from dassl.optim import build_lr_scheduler, build_optimizer
 
 from dpl import __version__ as dpl_version
 from dpl.artifact import branch_summary, build_artifact, save_artifact, shots_provenance
+from dpl.clip_loader import backbone_record
+from dpl.distributed import (from_rank0, is_main_process, rank_part, sharded_mean,
+                             sum_over_ranks, world_size)
 from dpl.io import atomic_write_json
 from dpl.model import build_supernet_model, model_dims
 from dpl.prompts import check_options
@@ -94,6 +98,7 @@ class CyclingBatches:
     Pass p is a permutation drawn from a private generator seeded with ``seed + p``, cut into
     batches; batch k of the run is therefore a pure function of (seed, k). That makes a resumed
     search draw exactly the batches an uninterrupted one would, without touching the global RNG.
+    Under torchrun ``batch_size`` is global: each rank loads its part of batch k (``rank_part``).
     """
 
     def __init__(self, dataset, batch_size, seed, num_workers=0, pin_memory=False):
@@ -110,7 +115,7 @@ class CyclingBatches:
 
     def start(self, position: int) -> None:
         """Continue from the ``position``-th batch of the run (e.g. epoch * batches per epoch)."""
-        sampler = (self.batch_indices(k) for k in itertools.count(position))
+        sampler = (rank_part(self.batch_indices(k)) for k in itertools.count(position))
         loader = DataLoader(self.dataset, batch_sampler=sampler, num_workers=self.num_workers,
                             pin_memory=self.pin_memory)
         self._it = iter(loader)
@@ -134,6 +139,9 @@ class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
         for key, low in (("ALPHA_EVERY", 1), ("MIN_EPOCHS", 0), ("CLASS_SAMPLE", 0)):
             if int(s[key]) < low:
                 raise UserError(f"TRAINER.DPL.SEARCH.{key} must be >= {low}, got {s[key]}.")
+        if s.CLASS_SAMPLE and world_size() > 1:  # each rank would sample other classes
+            raise UserError(f"TRAINER.DPL.SEARCH.CLASS_SAMPLE {s.CLASS_SAMPLE} works on one process "
+                            "only; set it to 0 under torchrun.")
 
     # -- data -------------------------------------------------------------------------------
     def build_data_loader(self):
@@ -151,6 +159,7 @@ class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
                 f"({len(overlap)} images); α must never see test data. Set DATASET.VAL_FROM_TRAIN True."
             )
         seed = self.cfg.SEED if self.cfg.SEED >= 0 else random.SystemRandom().randrange(2**31)
+        seed = from_rank0(seed)  # torchrun: one seed, so every rank slices the same α batches
         self.val_batches = CyclingBatches(
             self.val_loader.dataset, self.cfg.TRAINER.DPL.SEARCH.VAL_BATCH_SIZE, seed,
             num_workers=self.cfg.DATALOADER.NUM_WORKERS,
@@ -162,6 +171,7 @@ class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
         cfg, s = self.cfg, self.cfg.TRAINER.DPL.SEARCH
         clip_model = clip_from_cfg(cfg, "DPL", self.device)
         self.dims = model_dims(clip_model)
+        self.backbone = backbone_record(clip_model)  # name + checkpoint hash, for the artifact
         self.options = {"text": list(s.TEXT_OPTIONS), "vision": list(s.VISION_OPTIONS)}
         self.model = build_supernet_model(
             clip_model, self.dm.dataset.classnames, s.TEXT_OPTIONS, s.VISION_OPTIONS,
@@ -181,6 +191,7 @@ class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
             self.model, self.optim, lr=s.ALPHA_LR, betas=s.ALPHA_BETAS,
             weight_decay=s.ALPHA_WEIGHT_DECAY, mode=s.UPDATE_MODE, precision=cfg.TRAINER.DPL.PREC,
             class_sample=s.CLASS_SAMPLE,
+            loss_fn=sharded_mean(F.cross_entropy),  # torchrun: this rank's part of the batch mean
         )
         self.alpha_module = ArchitectureParameters(self.model.arch_parameters())
         self.register_model("alpha", self.alpha_module, self.search.alpha_optimizer, None)
@@ -223,7 +234,17 @@ class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
             ) from None
         if (self.batch_idx + 1) == self.num_batches:
             self.update_lr()
-        return summary
+        return self._global_summary(summary)
+
+    @staticmethod
+    def _global_summary(summary):
+        """torchrun: losses are this rank's shares (their sum is the global-batch loss); the
+        accuracy is averaged over ranks."""
+        if world_size() == 1:
+            return summary
+        total = sum_over_ranks(summary)
+        total["acc"] /= world_size()
+        return total
 
     # -- loop and outputs ---------------------------------------------------------------------
     def before_train(self):
@@ -251,7 +272,8 @@ class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
         # History first: if we die before the checkpoint, the resumed run redoes this epoch and
         # overwrites the record; the reverse order could lose a record.
         entry = self.history.add(self.epoch + 1, self._alphas())
-        atomic_write_json(os.path.join(self.output_dir, HISTORY), self.history.records)
+        if is_main_process():
+            atomic_write_json(os.path.join(self.output_dir, HISTORY), self.history.records)
         print("α: text lengths {} | vision lengths {} | dominant {}/{} | tv {:.4f}/{:.4f}".format(
             entry["text"]["lengths"], entry["vision"]["lengths"], entry["text"]["num_dominant"],
             entry["vision"]["num_dominant"], entry["text"]["tv_distance"],
@@ -292,9 +314,11 @@ class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
             "code_version": dpl_version,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         }
-        art = build_artifact(self.cfg.MODEL.BACKBONE.NAME, branches["text"], branches["vision"],
+        art = build_artifact(self.backbone, branches["text"], branches["vision"],
                              provenance, history_file=HISTORY)
         path = os.path.join(self.output_dir, ARTIFACT)
+        if not is_main_process():  # every rank derived the same artifact; rank 0 writes it
+            return
         save_artifact(path, art)
         print(f"Prompt configuration saved to {path}")
         print(f"  text lengths:   {branches['text']['lengths']}")

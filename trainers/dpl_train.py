@@ -11,8 +11,11 @@ import os
 from dassl.engine import TRAINER_REGISTRY, TrainerX
 from dassl.optim import build_lr_scheduler, build_optimizer
 
-from dpl.artifact import (ArtifactError, fixed_artifact, lengths_from_artifact, load_artifact,
-                          save_artifact)
+from dpl.artifact import (ArtifactError, check_backbone, fixed_artifact, lengths_from_artifact,
+                          load_artifact, save_artifact)
+from dpl.classifier import classifier_info
+from dpl.clip_loader import backbone_record
+from dpl.distributed import is_main_process
 from dpl.model import build_fixed_model, model_dims
 from dpl.text_inputs import TEXT_INPUTS
 from trainers._common import (CachedTextEvalMixin, PromptCheckpointMixin, PromptStepMixin,
@@ -51,19 +54,24 @@ class DPLTrain(CachedTextEvalMixin, PromptCheckpointMixin, PromptStepMixin, Trai
     def build_model(self):
         cfg, dpl = self.cfg, self.cfg.TRAINER.DPL
         clip_model = clip_from_cfg(cfg, "DPL", self.device)
-        dims = model_dims(clip_model)
+        dims, backbone = model_dims(clip_model), backbone_record(clip_model)
         if dpl.CONFIG_FILE:
             art = load_artifact(dpl.CONFIG_FILE, dims)
+            check_backbone(art, backbone, dpl.CONFIG_FILE)
             text_lengths, vision_lengths = lengths_from_artifact(art)
             print(f"Prompt configuration from {dpl.CONFIG_FILE}")
         else:
             text_lengths = manual_lengths(dpl.MANUAL, dims["text"]["num_blocks"], "text")
             vision_lengths = manual_lengths(dpl.MANUAL, dims["vision"]["num_blocks"], "vision")
-            art = fixed_artifact(cfg.MODEL.BACKBONE.NAME, dims, text_lengths, vision_lengths,
+            art = fixed_artifact(backbone, dims, text_lengths, vision_lengths,
                                  {"manual": True, "dataset": cfg.DATASET.NAME})
             print("Manual prompt configuration (TRAINER.DPL.MANUAL)")
-        # Keep the configuration next to the prompts: an eval-only run needs both.
-        save_artifact(os.path.join(self.output_dir, "prompt_config.json"), art)
+        # Keep the configuration next to the prompts: an eval-only run and a prediction need both.
+        art = {**art, "backbone": backbone, "classifier": self._classifier_info()}
+        if is_main_process():
+            kept = os.path.join(self.output_dir, "prompt_config.json")
+            self._refuse_replacing_a_trained_configuration(kept, text_lengths, vision_lengths)
+            save_artifact(kept, art)
         print(f"  text lengths:   {text_lengths}")
         print(f"  vision lengths: {vision_lengths}")
         self.model = build_fixed_model(
@@ -77,6 +85,32 @@ class DPLTrain(CachedTextEvalMixin, PromptCheckpointMixin, PromptStepMixin, Trai
         self.register_model(prompt_module_name(), self.model.prompt_learner, self.optim, self.sched)
         self.teacher = self._build_teacher(clip_model) if dpl.KD_WEIGHT > 0 else None
         self.scaler = self.make_scaler(dpl.PREC)
+
+    def _classifier_info(self) -> dict:
+        """What dpl.load_classifier needs besides the prompts (classes, text input, preprocessing)."""
+        cfg = self.cfg
+        return classifier_info(self.dm.dataset.classnames, cfg.TRAINER.DPL.TEXT_INPUT, cfg.DATASET.NAME,
+                               cfg.INPUT.SIZE, cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD,
+                               cfg.INPUT.INTERPOLATION, "normalize" in cfg.INPUT.TRANSFORMS)
+
+    def _refuse_replacing_a_trained_configuration(self, kept, text_lengths, vision_lengths):
+        """The folder's prompt_config.json describes the prompts saved beside it: never replace it
+        with another configuration while those prompts exist (e.g. an eval-only run whose
+        --output-dir is the training folder but whose CONFIG_FILE is another artifact)."""
+        prompts = os.path.join(self.output_dir, prompt_module_name())
+        if not (os.path.isfile(kept) and os.path.isdir(prompts) and os.listdir(prompts)):
+            return
+        try:
+            old_text, old_vision = lengths_from_artifact(load_artifact(kept))
+        except (UserError, KeyError, TypeError):
+            return  # unreadable: nothing trustworthy to protect, the run's own checks speak
+        if (old_text, old_vision) != (list(text_lengths), list(vision_lengths)):
+            source = self.cfg.TRAINER.DPL.CONFIG_FILE or "TRAINER.DPL.MANUAL.*"
+            raise UserError(
+                f"{self.output_dir} holds prompts trained on the configuration in {kept} (text "
+                f"{old_text}, vision {old_vision}), but {source} gives text {list(text_lengths)}, "
+                f"vision {list(vision_lengths)}. Pass TRAINER.DPL.CONFIG_FILE {kept} to use those "
+                "prompts, or another --output-dir for a new run.")
 
     def _build_teacher(self, clip_model):
         import open_clip

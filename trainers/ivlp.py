@@ -9,7 +9,7 @@ from trainers.coop import PromptTrainer
 
 @TRAINER_REGISTRY.register()
 class IVLP(PromptTrainer):
-    """Prompts replace tokens in both encoders, block by block (DASSL_API.md §5)."""
+    """Prompts replace tokens in both encoders, block by block."""
 
     SECTION = "IVLP"
     MODULE_NAME = "VLPromptLearner"

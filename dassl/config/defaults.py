@@ -1,4 +1,4 @@
-"""The default config tree of Dassl 0.6.3 (docs/DASSL_API.md §2.1), as a yacs ``CfgNode``."""
+"""The default config tree of Dassl 0.6.3, as a yacs ``CfgNode``."""
 from yacs.config import CfgNode as CN
 
 _C = CN()

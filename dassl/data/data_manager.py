@@ -1,4 +1,4 @@
-"""DataManager (dataset + loaders), build_data_loader and DatasetWrapper (docs/DASSL_API.md §1.4)."""
+"""DataManager (dataset + loaders), build_data_loader and DatasetWrapper (as in Dassl 0.6.3)."""
 from __future__ import annotations
 
 import torch
@@ -8,6 +8,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import Compose, Normalize, Resize, ToTensor
 
 from dassl.utils import read_image
+from dassl.utils.distributed import ShardedBatchSampler, get_world_size, shard_of
 
 from .datasets import build_dataset
 from .samplers import build_sampler
@@ -28,6 +29,10 @@ def build_data_loader(cfg, sampler_type="SequentialSampler", data_source=None, b
 
     Training loaders drop the last partial batch only when the data holds at least one full batch,
     so a few-shot set smaller than the batch size still yields one (partial) batch.
+
+    Under torchrun (world size N > 1) ``batch_size`` of a training loader is the global batch:
+    each rank loads its 1/N part of every global batch (``ShardedBatchSampler``). A test loader
+    reads its 1/N shard of the split with ``batch_size`` per rank.
     """
     if batch_size <= 0:
         raise UserError(
@@ -38,15 +43,20 @@ def build_data_loader(cfg, sampler_type="SequentialSampler", data_source=None, b
     if dataset_wrapper is None:
         dataset_wrapper = DatasetWrapper
 
+    drop_last = is_train and len(data_source) >= batch_size
+    batching = dict(batch_size=batch_size, sampler=sampler, drop_last=drop_last)
+    if get_world_size() > 1 and is_train:
+        batching = dict(batch_sampler=ShardedBatchSampler(sampler, batch_size, drop_last))
+    elif get_world_size() > 1:
+        batching["sampler"] = shard_of(list(sampler))
+
     loader = DataLoader(
         dataset_wrapper(cfg, data_source, transform=tfm, is_train=is_train),
-        batch_size=batch_size,
-        sampler=sampler,
         num_workers=cfg.DATALOADER.NUM_WORKERS,
-        drop_last=is_train and len(data_source) >= batch_size,
         pin_memory=(torch.cuda.is_available() and cfg.USE_CUDA),
+        **batching,
     )
-    assert len(loader) > 0
+    assert len(loader) > 0 or get_world_size() > 1
     return loader
 
 

@@ -1,4 +1,4 @@
-"""The training engine: TrainerBase -> SimpleTrainer -> TrainerX (docs/DASSL_API.md §1.3).
+"""The training engine: TrainerBase -> SimpleTrainer -> TrainerX (as in Dassl 0.6.3).
 
 Loop: ``before_train``; per epoch ``before_epoch``, ``run_epoch``, ``after_epoch``; ``after_train``.
 Checkpoints: ``OUTPUT_DIR/<model name>/model.pth.tar-<epoch+1>`` (+ ``model-best.pth.tar`` with
@@ -22,12 +22,16 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from dassl.data import DataManager
-from dassl.evaluation import build_evaluator
+from dassl.evaluation import Classification, build_evaluator
 from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import (
     AverageMeter, MetricMeter, count_num_param, get_rng_state, load_checkpoint,
     load_pretrained_weights, mkdir_if_missing, read_checkpoint_pointer, resume_from_checkpoint,
     newest_loadable, save_checkpoint, tolist_if_not,
+)
+from dassl.utils.distributed import (
+    all_rank_rng_states, barrier, broadcast_modules, get_world_size, install_grad_sync,
+    is_main_process, merge_classification,
 )
 from user_errors import NonFiniteLossError, UserError
 
@@ -96,10 +100,16 @@ class TrainerBase:
         return names
 
     def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
-        """Save every registered model to ``directory/<name>/``; the stored epoch is ``epoch + 1``."""
+        """Save every registered model to ``directory/<name>/``; the stored epoch is ``epoch + 1``.
+
+        Under torchrun every rank calls it; rank 0 writes (with every rank's RNG state, so each
+        resumes its own) and the others wait until the files exist.
+        """
         rng_state = get_rng_state()  # one snapshot for all models: they are saved "at once"
+        rank_states = all_rank_rng_states(rng_state)
         trainer_state = self.trainer_state()
-        for name in self.get_model_names():
+        names = self.get_model_names() if is_main_process() else []
+        for name in names:
             optim, sched = self._optims[name], self._scheds[name]
             checkpoint = {
                 "state_dict": self._models[name].state_dict(),
@@ -111,12 +121,15 @@ class TrainerBase:
             }
             if trainer_state:  # only when there is some: files stay as real Dassl's otherwise
                 checkpoint["trainer_state"] = trainer_state
+            if rank_states:  # torchrun: every rank's RNG state, so each resumes its own
+                checkpoint["rank_rng_states"] = rank_states
             save_checkpoint(
                 checkpoint,
                 os.path.join(directory, name),
                 is_best=is_best,
                 model_name=model_name,
             )
+        barrier()
 
     def resume_model_if_exist(self, directory):
         """Resume every registered model from ``directory/<name>``; return the start epoch (0 if none).
@@ -200,7 +213,7 @@ class TrainerBase:
                     where, loss.detach().flatten()[:4].tolist()))
 
     def init_writer(self, log_dir):
-        if self.__dict__.get("_writer") is None:
+        if self.__dict__.get("_writer") is None and is_main_process():
             from torch.utils.tensorboard import SummaryWriter  # slow import: only when training
 
             print("Initialize tensorboard (log_dir={})".format(log_dir))
@@ -299,8 +312,16 @@ class SimpleTrainer(TrainerBase):
         self.cfg = cfg
         self.build_data_loader()
         self.build_model()
+        self._prepare_ranks()
         self.evaluator = build_evaluator(cfg, lab2cname=self.lab2cname)
         self.best_result = -np.inf
+
+    def _prepare_ranks(self):
+        """torchrun: every rank starts from rank 0's models and sums gradients before each step
+        (dassl/utils/distributed.py). A no-op in a single process."""
+        broadcast_modules(self._models.values())
+        for optim in self._optims.values():
+            install_grad_sync(optim)
 
     def check_cfg(self, cfg):
         """Hook: validate trainer-specific config values (called before ``self.cfg`` is set)."""
@@ -332,7 +353,7 @@ class SimpleTrainer(TrainerBase):
         self.register_model("model", self.model, self.optim, self.sched)
 
         device_count = torch.cuda.device_count()
-        if device_count > 1 and self.device.type == "cuda":
+        if device_count > 1 and self.device.type == "cuda" and get_world_size() == 1:
             print("Detected {} GPUs (use nn.DataParallel)".format(device_count))
             self.model = nn.DataParallel(self.model)
 
@@ -415,11 +436,13 @@ class SimpleTrainer(TrainerBase):
             data_loader = self.test_loader
 
         print("Evaluate on the *{}* set".format(split))
-        for batch in tqdm(data_loader):
+        for batch in tqdm(data_loader, disable=not is_main_process()):
             input, label = self.parse_batch_test(batch)
             output = self.model_inference(input)
             self.evaluator.process(output, label)
 
+        if isinstance(self.evaluator, Classification):  # torchrun: each rank evaluated a shard
+            merge_classification(self.evaluator)
         results = self.evaluator.evaluate()
         for k, v in results.items():
             self.write_scalar("{}/{}".format(split, k), v, self.epoch)

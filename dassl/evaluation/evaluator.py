@@ -7,6 +7,7 @@ from collections import OrderedDict, defaultdict
 import numpy as np
 import torch
 
+from dassl.utils.distributed import is_main_process
 from dassl.utils.torchtools import atomic_torch_save
 
 from .build import EVALUATOR_REGISTRY
@@ -123,7 +124,7 @@ class Classification(EvaluatorBase):
             print(f"* average: {mean_acc:.1f}%")
             results["perclass_accuracy"] = mean_acc
 
-        if self.cfg.TEST.COMPUTE_CMAT:
+        if self.cfg.TEST.COMPUTE_CMAT and is_main_process():
             cmat = torch.from_numpy(confusion_matrix(self._y_true, self._y_pred))
             save_path = os.path.join(self.cfg.OUTPUT_DIR, "cmat.pt")
             atomic_torch_save(cmat, save_path)

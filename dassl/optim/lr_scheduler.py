@@ -1,7 +1,7 @@
 """``build_lr_scheduler(optimizer, cfg.OPTIM)`` with optional constant / linear warm-up.
 
 Stepped once per epoch. LR during epoch e (0-based) for cosine + constant warm-up of W epochs:
-CONS_LR for e < W, then ``0.5 * LR * (1 + cos(pi * (e - W) / MAX_EPOCH))`` (docs/DASSL_API.md §1.8).
+CONS_LR for e < W, then ``0.5 * LR * (1 + cos(pi * (e - W) / MAX_EPOCH))`` (as in Dassl 0.6.3).
 
 Unlike real Dassl, a warm-up scheduler's ``state_dict`` stores its successor's *state dict* (plain
 values), not the successor object, so checkpoints load with ``weights_only=True`` and a resumed

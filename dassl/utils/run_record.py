@@ -17,6 +17,7 @@ import os
 
 from user_errors import UserError
 
+from .distributed import is_main_process
 from .torchtools import atomic_write_text
 
 __all__ = ["RECORD_FILE", "check_output_dir", "check_model_dir", "record_run", "mark_finished",
@@ -122,4 +123,6 @@ def _read(path):
 
 
 def _write(path, config, finished):
+    if not is_main_process():  # torchrun: rank 0 records the run
+        return
     atomic_write_text(path, json.dumps({"finished": finished, "config": config}, indent=1) + "\n")

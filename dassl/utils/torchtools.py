@@ -1,6 +1,6 @@
 """Checkpoint save/load/resume, pretrained-weight loading and RNG state capture.
 
-Project deviations from real Dassl (docs/DASSL_API.md, top): checkpoints hold only tensors and plain
+Project deviations from real Dassl: checkpoints hold only tensors and plain
 Python values, are written atomically (temp file + fsync + rename; the ``checkpoint`` pointer file is
 updated only after the model file is complete), and are read with ``torch.load(weights_only=True)``.
 Legacy real-Dassl checkpoints (which pickle a scheduler object) load only with an explicit opt-in:
@@ -24,7 +24,7 @@ import torch
 from user_errors import UserError, load_state_checked
 
 from .tools import mkdir_if_missing
-from user_errors import UserError
+from .distributed import get_rank, get_world_size
 
 __all__ = [
     "save_checkpoint", "load_checkpoint", "resume_from_checkpoint", "read_checkpoint_pointer",
@@ -349,6 +349,9 @@ def resume_from_checkpoint(fdir, model, optimizer=None, scheduler=None, allow_un
 
     if checkpoint.get("rng_state") is not None:
         set_rng_state(checkpoint["rng_state"])
+    rank_states = checkpoint.get("rank_rng_states")  # torchrun jobs: each rank resumes its own
+    if rank_states and len(rank_states) == get_world_size():
+        set_rng_state(rank_states[get_rank()])
 
     start_epoch = checkpoint["epoch"]
     print("Previous epoch: {}".format(start_epoch))

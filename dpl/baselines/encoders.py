@@ -2,7 +2,7 @@
 
 Unlike DPL's key/value prompts (``dpl.encoders``), these prompts are real tokens of the sequence:
 they are queries, go through the MLP and are carried to the next block, where a deeper prompt may
-overwrite them (DASSL_API.md §5). Both encoders reuse the frozen-tower walks of ``dpl.encoders``.
+overwrite them. Both encoders reuse the frozen-tower walks of ``dpl.encoders``.
 
 - Text: the input-level context is already in ``token_embeddings`` (positions 1..n after SOS, with
   positional embedding). ``prompts[i]`` (n, W), when given, overwrites positions 1..n before block

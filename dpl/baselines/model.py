@@ -22,6 +22,7 @@ from dpl.baselines.context import (check_count, check_position, clamp_depth,
                                    placeholder_prefix, random_context, token_counts)
 from dpl.baselines.encoders import DeepPromptImageEncoder, DeepPromptTextEncoder
 from dpl.baselines.prompts import ContextPrompts, CoupledPrompts, DeepPrompts, TemplatePrompts
+from dpl.distributed import shard_classes
 from dpl.encoders import is_vit
 from dpl.model import DPLCLIP, model_dims
 from dpl.prompts import BlockPrompts, PromptConfigError
@@ -61,7 +62,10 @@ class BaselineCLIP(DPLCLIP):
     def encode_text(self) -> torch.Tensor:
         """All classes in one pass: (num_classes, embed_dim), L2-normalised."""
         inputs = self.prompt_learner.text_inputs(self.token_embeddings, self.name_lens)
-        feats = self.text_encoder(inputs, self.eot_index, self.prompt_learner.text_prompts())
+        def encode(x, eot):  # ~C/N classes per rank under torchrun (dpl.distributed)
+            return self.text_encoder(x, eot, self.prompt_learner.text_prompts())
+
+        feats = shard_classes(encode, inputs, self.eot_index)
         return F.normalize(feats, dim=-1)
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """A real one-node SLURM cluster (Debian's slurm-wlm + munge) started and stopped by the tests.
 
-Recipe and pitfalls: ../shared/docs/NOTES.md, "Local SLURM". One such cluster fits a machine (ports
+Set-up: slurm.conf for one node (auth/munge, no cgroups, no accounting), munged, slurmctld and
+slurmd started as daemons, then a wait for the node to be idle. One such cluster fits a machine (ports
 6817/6818), so a lock file serialises test sessions, and a cluster left behind by a killed session
 (its daemons' pids are recorded next to the lock) is stopped before a new one starts.
 Without accounting ``sacct`` fails, and submitit then never learns that a task died hard; a small

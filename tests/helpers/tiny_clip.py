@@ -26,6 +26,11 @@ class TinyClipSpec:
     vocab_size: int = 49408      # must match CLIP's BPE tokenizer
 
 
+# OpenAI's ViT-B/16 sizes (random weights: for shapes, parameter counts and GPU cost, not accuracy).
+VIT_B16 = TinyClipSpec(embed_dim=512, image_size=224, patch_size=16, vision_layers=12, vision_width=768,
+                       text_layers=12, text_width=512)
+
+
 def build_tiny_clip(spec: TinyClipSpec = TinyClipSpec(), seed: int = 0) -> CLIP:
     torch.manual_seed(seed)
     vision = CLIPVisionCfg(layers=spec.vision_layers, width=spec.vision_width,

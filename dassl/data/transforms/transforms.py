@@ -1,4 +1,4 @@
-"""Train/test image pipelines from ``cfg.INPUT`` (docs/DASSL_API.md §1.4.5).
+"""Train/test image pipelines from ``cfg.INPUT`` (as in Dassl 0.6.3).
 
 Each op prints one ``+ ...`` line, in a fixed order, so logs show exactly what ran.
 """

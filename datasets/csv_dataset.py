@@ -1,0 +1,93 @@
+"""``DATASET.NAME CSVDataset``: images listed in a CSV file (docs/DATASETS.md, "Your own data").
+
+``DATASET.CSV`` names the file (relative paths are taken from ``DATASET.ROOT``). Columns, with a
+header row: ``path,label[,split]`` -- ``path`` relative to the CSV's folder (or absolute), ``label``
+the class name, ``split`` one of train/val/test (empty = train). Missing val/test are split off train
+exactly as for ``ImageFolder``; the split is saved next to the CSV as ``split_zhou_<csv name>.json``
+and few-shot picks in ``split_fewshot_<csv name>/``.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from typing import List, Tuple
+
+from dassl.data.datasets import DATASET_REGISTRY
+
+from datasets.errors import DatasetFormatError, DatasetLayoutError
+from datasets.imagefolder import OWN_DOCS, Listing, OwnDataset
+
+SPLITS = ("train", "val", "test")
+
+
+@DATASET_REGISTRY.register()
+class CSVDataset(OwnDataset):
+    """Images and class names from ``DATASET.CSV`` (columns path,label[,split])."""
+
+    layout = (
+        "<csv file>              header 'path,label[,split]', e.g. 'images/cat_01.jpg,cat,train'\n"
+        "  path   relative to the CSV's folder (or absolute)\n"
+        "  label  the class name\n"
+        "  split  train / val / test (optional; missing val/test are split off train)"
+    )
+
+    def __init__(self, cfg):
+        name = getattr(cfg.DATASET, "CSV", "")
+        if not name:
+            raise DatasetLayoutError(
+                "DATASET.NAME is CSVDataset but DATASET.CSV is empty; pass DATASET.CSV <file.csv> "
+                f"(relative to --root), see {OWN_DOCS}."
+            )
+        root = os.path.abspath(os.path.expanduser(cfg.DATASET.ROOT))
+        self.csv_path = os.path.join(root, os.path.expanduser(name))
+        if not os.path.isfile(self.csv_path):
+            raise DatasetLayoutError(
+                f"DATASET.CSV {name!r} (resolved to {self.csv_path}) is not a file; give the CSV's "
+                "path, absolute or relative to --root."
+            )
+        # One split file and few-shot folder per CSV, so several CSVs can share a folder.
+        stem = os.path.splitext(os.path.basename(self.csv_path))[0]
+        self.split_name = stem
+        self.fewshot_subdir = f"split_fewshot_{stem}"
+        self.where_train = f"the train rows of {self.csv_path}"
+        super().__init__(cfg)
+
+    def locate(self, cfg) -> str:
+        return os.path.dirname(self.csv_path)
+
+    def list_images(self) -> Listing:
+        listing = {name: [] for name in SPLITS}
+        for _, path, label, split in self._rows():
+            listing[split].append((path, label))
+        return {name: items for name, items in listing.items() if items}
+
+    def _rows(self) -> List[Tuple[int, str, str, str]]:
+        fix = f"the header must be 'path,label[,split]' (see {OWN_DOCS})"
+        with open(self.csv_path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            header = [h.strip() for h in (reader.fieldnames or [])]
+            if "path" not in header or "label" not in header:
+                raise DatasetFormatError(f"{self.csv_path} has the columns {header}; {fix}.")
+            reader.fieldnames = header
+            rows = []
+            for row in reader:
+                lineno = reader.line_num
+                path, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
+                split = (row.get("split") or "").strip().lower() or "train"
+                if not path or not label or split not in SPLITS:
+                    raise DatasetFormatError(
+                        f"{self.csv_path} line {lineno}: path {path!r}, label {label!r}, split "
+                        f"{split!r}; every row needs a path, a label and a split in {list(SPLITS)} "
+                        "(or an empty split = train)."
+                    )
+                full = os.path.join(self.dataset_dir, os.path.expanduser(path))
+                if not os.path.isfile(full):
+                    raise DatasetLayoutError(
+                        f"{self.csv_path} line {lineno} lists {path!r}, but {full} does not exist; "
+                        "paths are relative to the CSV's folder."
+                    )
+                rows.append((lineno, full, label, split))
+        return rows
+
+    def describe(self, split: str, key: str) -> str:
+        return f"class {key!r} (label column) of the {split} rows of {self.csv_path}"
