@@ -19,11 +19,14 @@ Public functions (all batch-first; x is ``(batch, L, width)``):
 from __future__ import annotations
 
 import functools
+import os
 from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from user_errors import UserError
 
 IMPLS = ("fused", "reference")
 
@@ -137,14 +140,33 @@ def mixed_attention_reference(block: nn.Module, h: torch.Tensor,
     return out
 
 
+# How the fused path computes the real-token part (see ``mixed_attention_fused``):
+# "scores": explicit (B, H, L, L) scores; "lse-math": softmax output + log-sum-exp written in torch
+# (the CPU twin of the kernel path, for tests); "lse-flex": PyTorch's flex_attention kernel returning
+# the log-sum-exp (compiled; the default on CUDA). DPL_SUPERNET_REAL overrides the automatic choice.
+REAL_PATHS = ("scores", "lse-math", "lse-flex")
+
+
+def real_path_for(device) -> str:
+    """The real-token path for tensors on ``device``: "lse-flex" on CUDA, else "scores"."""
+    forced = os.environ.get("DPL_SUPERNET_REAL", "")
+    if forced:
+        if forced not in REAL_PATHS:
+            raise UserError(f"The environment variable DPL_SUPERNET_REAL={forced!r} is unknown; set one "
+                            f"of {REAL_PATHS} or unset it.")
+        return forced
+    return "lse-flex" if torch.device(device).type == "cuda" else "scores"
+
+
 def mixed_attention_fused(attn: nn.MultiheadAttention, h: torch.Tensor, prompt_h: torch.Tensor,
                           segment: torch.Tensor, weights: torch.Tensor,
-                          mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+                          mask: Optional[torch.Tensor] = None, real: str = "auto") -> torch.Tensor:
     """The same mixture as ``mixed_attention_reference``, sharing all real-token work.
 
     h: (B, L, W) queries/real keys, already ``LN1``. prompt_h: (P, W) the prompts of all options
     concatenated, already ``LN1``. segment: (P,) long, the option index of each prompt token.
-    weights: (K,). mask: (L, L) over real tokens (bool or additive).
+    weights: (K,). mask: (L, L) over real tokens (bool or additive). real: one of ``REAL_PATHS`` or
+    "auto" (``real_path_for(h.device)``); all give the same numbers (tests check to 1e-5).
 
     For option k with running max ``m_k`` (per query and head), its softmax denominator is
     ``Z_k = exp(m0 - m_k) * sum_j exp(s_j - m0) + sum_{p in k} exp(s_p - m_k)``, so the mixture is
@@ -155,7 +177,7 @@ def mixed_attention_fused(attn: nn.MultiheadAttention, h: torch.Tensor, prompt_h
     B, L, W = h.shape
     H = attn.num_heads
     d = W // H
-    num_opts, num_p = weights.shape[0], prompt_h.shape[0]
+    num_p = prompt_h.shape[0]
     w_in, b_in = attn.in_proj_weight, attn.in_proj_bias
 
     q, k, v = F.linear(h, w_in, b_in).view(B, L, 3, H, d).permute(2, 0, 3, 1, 4)  # 3 x (B, H, L, d)
@@ -164,8 +186,28 @@ def mixed_attention_fused(attn: nn.MultiheadAttention, h: torch.Tensor, prompt_h
     q = q * d ** -0.5
     # Softmax bookkeeping in at least fp32 whatever the compute dtype (amp / fp16 weights).
     acc = torch.promote_types(q.dtype, torch.float32)
-    s = (q @ k.transpose(-1, -2)).to(acc)                                         # (B, H, L, L)
     mask = additive_mask(mask, acc)
+    real = real_path_for(h.device) if real == "auto" else real
+    if real == "scores":
+        out = _mixture_from_scores(q, k, v, kp, vp, segment, weights, mask, acc)
+    elif real in ("lse-math", "lse-flex"):
+        o0, lse0 = _real_attention_lse(q, k, v, mask, acc, real == "lse-flex")
+        out = _mixture_from_lse(o0, lse0, q, kp, vp, segment, weights, acc)
+    else:
+        raise ValueError(f"real must be one of {REAL_PATHS} or 'auto', got {real!r}.")
+
+    out = out.transpose(1, 2).reshape(B, L, W)
+    # Output projection once (linear); its bias scales with the total weight (1 for a softmax).
+    bias = attn.out_proj.bias
+    return F.linear(out, attn.out_proj.weight,
+                    None if bias is None else bias * weights.sum().to(bias.dtype))
+
+
+def _mixture_from_scores(q, k, v, kp, vp, segment, weights, mask, acc) -> torch.Tensor:
+    """Explicit-score path: (B, H, L, d) mixture of the options' attention outputs."""
+    B, H, L, _ = q.shape
+    num_opts, num_p = weights.shape[0], kp.shape[-2]
+    s = (q @ k.transpose(-1, -2)).to(acc)                                         # (B, H, L, L)
     if mask is not None:
         s = s + mask
     sp = (q @ kp.transpose(-1, -2)).to(acc)                                       # (B, H, L, P)
@@ -181,13 +223,57 @@ def mixed_attention_fused(attn: nn.MultiheadAttention, h: torch.Tensor, prompt_h
     r = weights.to(acc) / z
     r0 = (r * decay).sum(dim=-1, keepdim=True)                                    # (B, H, L, 1)
     # r0 is per row, so scale the (L, d) product rather than the (L, L) weights.
-    out = (e0.to(v.dtype) @ v) * r0.to(v.dtype) + (ep * r.gather(-1, idx)).to(vp.dtype) @ vp
+    return (e0.to(v.dtype) @ v) * r0.to(v.dtype) + (ep * r.gather(-1, idx)).to(vp.dtype) @ vp
 
-    out = out.transpose(1, 2).reshape(B, L, W)
-    # Output projection once (linear); its bias scales with the total weight (1 for a softmax).
-    bias = attn.out_proj.bias
-    return F.linear(out, attn.out_proj.weight,
-                    None if bias is None else bias * weights.sum().to(bias.dtype))
+
+def _real_attention_lse(q, k, v, mask, acc, flex: bool) -> tuple:
+    """Softmax attention among the real tokens only: output (B, H, L, d) and log-sum-exp
+    (B, H, L, 1) of the scores, from flex_attention (a fused kernel, no (L, L) tensor kept) or
+    written out in torch (same numbers; CPU tests run this twin)."""
+    if flex:
+        from torch.nn.attention.flex_attention import AuxRequest
+
+        score_mod = None if mask is None else (lambda score, b, h, qi, kv: score + mask[qi, kv])
+        o0, aux = _flex_attention(q.device.type == "cuda")(q, k, v, score_mod=score_mod, scale=1.0,
+                                                            return_aux=AuxRequest(lse=True))
+        return o0, aux.lse.unsqueeze(-1).to(acc)
+    s = (q @ k.transpose(-1, -2)).to(acc)
+    if mask is not None:
+        s = s + mask
+    lse0 = torch.logsumexp(s, dim=-1, keepdim=True)
+    return torch.exp(s - lse0).to(v.dtype) @ v, lse0
+
+
+@functools.lru_cache(maxsize=2)
+def _flex_attention(compiled: bool):
+    """flex_attention; compiled for CUDA (the eager form is a slow reference, fine for CPU tests,
+    which can only run it without gradients: PyTorch has no flex backward on CPU)."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=False) if compiled else flex_attention
+
+
+def _mixture_from_lse(o0, lse0, q, kp, vp, segment, weights, acc) -> torch.Tensor:
+    """Combine the real tokens' softmax output ``o0`` and log-sum-exp ``lse0`` exactly with each
+    option's prompt keys: (B, H, L, d).
+
+    ``log Z_k = logaddexp(lse0, logsumexp_{p in k} s_p)``; the mixture is
+    ``sum_k w_k exp(lse0 - log Z_k) * o0 + sum_p w_seg(p) exp(s_p - log Z_seg(p)) v_p``. The shift
+    ``m_k = max(lse0, max_{p in k} s_p)`` is detached (a constant of the exact result); every
+    exponent is <= 0.
+    """
+    B, H, L, _ = o0.shape
+    num_opts, num_p = weights.shape[0], kp.shape[-2]
+    sp = (q @ kp.transpose(-1, -2)).to(acc)                                       # (B, H, L, P)
+    idx = segment.view(1, 1, 1, num_p).expand(B, H, L, num_p)
+    mk = lse0.detach().expand(B, H, L, num_opts).scatter_reduce(-1, idx, sp.detach(), "amax")
+    z = torch.exp(lse0 - mk) + \
+        sp.new_zeros(B, H, L, num_opts).scatter_add(-1, idx, torch.exp(sp - mk.gather(-1, idx)))
+    log_z = mk + torch.log(z)                                                     # (B, H, L, K)
+    w = weights.to(acc)
+    c0 = (w * torch.exp(lse0 - log_z)).sum(dim=-1, keepdim=True)                  # (B, H, L, 1)
+    cp = w[segment] * torch.exp(sp - log_z.gather(-1, idx))                       # (B, H, L, P)
+    return o0 * c0.to(o0.dtype) + cp.to(vp.dtype) @ vp
 
 
 def option_segments(prompts: Sequence[Optional[torch.Tensor]], device) -> tuple:
@@ -207,12 +293,13 @@ def _segment_ids(layout: tuple, device: torch.device) -> torch.Tensor:
 
 def supernet_block(block: nn.Module, x: torch.Tensor, prompts: Sequence[Optional[torch.Tensor]],
                    weights: torch.Tensor, mask: Optional[torch.Tensor] = None, prompt_pos: int = 1,
-                   impl: str = "fused") -> torch.Tensor:
+                   impl: str = "fused", real: str = "auto") -> torch.Tensor:
     """One frozen block whose attention is a weighted mixture over prompt options: (B, L, W).
 
     ``x + sum_k weights[k] * Attn(LN1(x), KV_k)``, then ``+ MLP(LN2(.))`` once.
     prompts: one entry per option (None / empty for length 0). weights: (K,), e.g. softmax(α_i).
     impl: "fused" (default, shared projections) or "reference" (one attention call per option).
+    real: the fused path's real-token computation (``REAL_PATHS``; "auto" picks by device).
     """
     if len(prompts) != weights.shape[0]:
         raise ValueError(f"supernet_block got {len(prompts)} prompts but {weights.shape[0]} weights.")
@@ -224,7 +311,8 @@ def supernet_block(block: nn.Module, x: torch.Tensor, prompts: Sequence[Optional
         if cat is None:  # no option has tokens: every option is plain self-attention
             a = weights.sum().to(h.dtype) * _mha(block.attn, h, h, additive_mask(mask, h.dtype))
         else:
-            a = mixed_attention_fused(block.attn, h, block.ln_1(cat.to(h.dtype)), segment, weights, mask)
+            a = mixed_attention_fused(block.attn, h, block.ln_1(cat.to(h.dtype)), segment, weights, mask,
+                                      real)
     else:
         raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}.")
     return _mlp_residual(block, x + block.ls_1(a))

@@ -18,7 +18,7 @@ Reference formulas for the baselines' trainable parameters (widths from the mode
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
@@ -31,18 +31,24 @@ OPENAI_TO_OPEN_CLIP = {
     "RN50x64": "RN50x64", "ViT-B/32": "ViT-B-32", "ViT-B/16": "ViT-B-16", "ViT-L/14": "ViT-L-14",
     "ViT-L/14@336px": "ViT-L-14-336",
 }
-# Any name works: the text encoder always runs over the full context length.
+# The class name of cost rows. Text runs on max(EOT) + 1 tokens (exact, ``dpl.text_inputs``), so
+# text FLOPs depend on the sentence length; ``ForwardFlops.text_tokens`` says which length was used.
 PLACEHOLDER_CLASS = "object"
 
 
 @dataclass(frozen=True)
 class ForwardFlops:
-    """Forward FLOPs of one image and of one class prompt (the text encoder runs once per class)."""
+    """Forward FLOPs of one image and of one class prompt (the text encoder runs once per class).
+
+    text_tokens: the text length the count ran on (max(EOT) + 1 of the class sentences; 0 unknown).
+    A difference keeps the left operand's length.
+    """
     image: int
     text: int
+    text_tokens: int = field(default=0, compare=False)
 
     def __sub__(self, other: "ForwardFlops") -> "ForwardFlops":
-        return ForwardFlops(self.image - other.image, self.text - other.text)
+        return ForwardFlops(self.image - other.image, self.text - other.text, self.text_tokens)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -92,26 +98,33 @@ def image_input(visual: nn.Module, device=None) -> torch.Tensor:
 
 
 def clip_flops(clip_model: nn.Module) -> ForwardFlops:
-    """Frozen CLIP through open_clip's own ``encode_image`` / ``encode_text``."""
+    """Frozen CLIP: open_clip's own ``encode_image``; the text tower on "a photo of a <class>."
+    cut after its EOT, as every model here runs it (``TextTower.encode_ids``)."""
     import open_clip
 
-    device = next(clip_model.parameters()).device
+    from dpl.encoders import TextTower
+    from dpl.text_inputs import eot_length
+
     ids = open_clip.tokenize([f"a photo of a {PLACEHOLDER_CLASS}."],
-                             context_length=clip_model.context_length).to(device)
+                             context_length=clip_model.context_length)
+    tower = TextTower(clip_model)
     return ForwardFlops(image=count_flops(lambda: clip_model.encode_image(image_input(clip_model.visual))),
-                        text=count_flops(lambda: clip_model.encode_text(ids)))
+                        text=count_flops(lambda: tower.encode_ids(ids)),
+                        text_tokens=eot_length(ids.argmax(dim=-1)))
 
 
 def model_flops(model: nn.Module, image: torch.Tensor) -> ForwardFlops:
     """A prompt-learning model (DPL model protocol) on one image and one class prompt.
 
     image: (1, 3, S, S) on the model's device. The text count is ``encode_text()`` over the model's
-    current classes divided by their number (every class sentence has the same length); on the
-    ``meta`` device even 1000 classes cost nothing.
+    current classes divided by their number (all run on the same ``max(EOT) + 1`` tokens, the
+    model's ``token_embeddings`` length, reported as ``text_tokens``); on the ``meta`` device even
+    1000 classes cost nothing.
     """
     classes = []
     text = count_flops(lambda: classes.append(model.encode_text().shape[0]))
-    return ForwardFlops(image=count_flops(lambda: model.encode_image(image)), text=text // classes[0])
+    return ForwardFlops(image=count_flops(lambda: model.encode_image(image)), text=text // classes[0],
+                        text_tokens=int(model.token_embeddings.shape[1]))
 
 
 # ----------------------------------------------------------------------------------------------

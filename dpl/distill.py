@@ -32,13 +32,18 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
 def ensemble_text_features(clip_model, classnames: Sequence[str], templates: Sequence[str],
                            tokenizer) -> torch.Tensor:
     """(num_classes, embed_dim): per class, the mean of the L2-normalised features of every
-    template, re-normalised. ``tokenizer(list_of_str) -> (N, context_length)`` ids."""
-    device = next(clip_model.parameters()).device
+    template, re-normalised. ``tokenizer(list_of_str) -> (N, context_length)`` ids.
+
+    Each class's templates run on their ``max(EOT) + 1`` tokens (equal to ``clip_model.encode_text``
+    on the padded ids; ``TextTower.encode_ids``)."""
+    from dpl.encoders import TextTower
+
+    tower = TextTower(clip_model)
     feats = []
     for name in classnames:
         name = name.replace("_", " ")
-        tokens = tokenizer([tpl.format(name) for tpl in templates]).to(device)
-        f = F.normalize(clip_model.encode_text(tokens).float(), dim=-1)
+        tokens = tokenizer([tpl.format(name) for tpl in templates])
+        f = F.normalize(tower.encode_ids(tokens).float(), dim=-1)
         feats.append(F.normalize(f.mean(dim=0), dim=-1))
     return torch.stack(feats)
 

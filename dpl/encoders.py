@@ -22,6 +22,7 @@ import torch.nn as nn
 
 from dpl.attention import IMPLS, check_block, prompted_block, supernet_block
 from dpl.prompts import PromptConfigError
+from dpl.text_inputs import eot_inputs
 
 # block_fn(i, block, x, mask, prompt_pos) -> x: what happens at block i.
 BlockFn = Callable[[int, nn.Module, torch.Tensor, Optional[torch.Tensor], int], torch.Tensor]
@@ -82,13 +83,31 @@ class TextTower(nn.Module):
 
     def _encode(self, token_embeddings: torch.Tensor, eot_index: torch.Tensor,
                 block_fn: BlockFn) -> torch.Tensor:
-        """token_embeddings (N, L, W) without positions; eot_index (N,) -> features (N, embed_dim)."""
-        x = token_embeddings.to(self.dtype) + self.positional_embedding.to(self.dtype)
-        mask = self.attn_mask
+        """token_embeddings (N, L, W) without positions; eot_index (N,) -> features (N, embed_dim).
+
+        L may be anything from ``max(eot_index) + 1`` to the context length: the positional
+        embedding and the causal mask are sliced to L (tokens after the last EOT never reach an
+        EOT read-out, so every L in that range gives the same features; ``dpl.text_inputs``).
+        """
+        length = token_embeddings.shape[1]
+        if length > self.context_length:
+            raise ValueError(f"Text inputs have {length} tokens but the CLIP text tower's context "
+                             f"length is {self.context_length}.")
+        x = token_embeddings.to(self.dtype) + self.positional_embedding[:length].to(self.dtype)
+        mask = self.attn_mask[:length, :length]
         for i, block in enumerate(self.transformer.resblocks):
             x = block_fn(i, block, x, mask, 1)  # text prompts go right after SOS
         x = self.ln_final(x[torch.arange(x.shape[0], device=x.device), eot_index])
         return _project(x, self.text_projection)
+
+
+    def encode_ids(self, ids: torch.Tensor, truncate: bool = True) -> torch.Tensor:
+        """Frozen CLIP (no prompts) on token ids (N, context_length) -> features (N, embed_dim).
+
+        Equals open_clip's ``encode_text(ids)``; with ``truncate`` it runs on ``max(EOT) + 1`` tokens.
+        """
+        emb, eot = eot_inputs(self.token_embedding, ids, truncate)
+        return self._encode(emb, eot, lambda i, blk, x, m, pos: blk(x, attn_mask=m))
 
 
 class PromptedTextEncoder(TextTower):

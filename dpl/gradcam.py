@@ -29,7 +29,7 @@ from PIL import Image
 from torchvision import transforms
 
 from dpl.encoders import is_vit
-from dpl.text_inputs import class_prompts, tokenize
+from dpl.text_inputs import class_prompts, eot_inputs, tokenize
 from user_errors import UserError
 
 CLIP_MEAN = tuple(OPENAI_DATASET_MEAN)
@@ -84,13 +84,12 @@ def set_class_text(model: nn.Module, classnames: Sequence[str], template: Option
     if template is None or own_sentence or not hasattr(model, "token_embeddings"):
         return
     encoder = model.text_encoder
-    device = model.token_embeddings.device
-    ids = tokenize(class_prompts(template, classnames), encoder.context_length).to(device)
+    ids = tokenize(class_prompts(template, classnames), encoder.context_length)
     with torch.no_grad():
-        emb = encoder.token_embedding(ids)
+        emb, eot = eot_inputs(encoder.token_embedding, ids, getattr(model, "truncate_text", True))
     # Same buffers (and dtype) as DPLCLIP.set_classnames builds, from another sentence.
-    model.token_embeddings = emb.to(model.token_embeddings.dtype)
-    model.eot_index = ids.argmax(dim=-1)
+    model.token_embeddings = emb.to(model.token_embeddings.device, model.token_embeddings.dtype)
+    model.eot_index = eot.to(model.token_embeddings.device)
 
 
 # ----------------------------------------------------------------------------------------------

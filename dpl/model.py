@@ -27,11 +27,15 @@ class DPLCLIP(nn.Module):
     prompt_learner: ``PromptLearner``; its ``text`` / ``vision`` parts give the encoders' prompt
     arguments (``encoder_inputs()``).
     Class inputs (``token_embeddings`` (C, L, W), ``eot_index`` (C,)) are non-persistent buffers,
-    rebuilt by ``set_classnames`` (e.g. base -> new evaluation).
+    rebuilt by ``set_classnames`` (e.g. base -> new evaluation). L = max(EOT) + 1 (exact, see
+    ``dpl.text_inputs``); set ``truncate_text = False`` before ``set_classnames`` for the full
+    context length (tests compare the two).
     The encoders share CLIP's modules; ``model.to(device)`` moves them, but buffers registered only
     on the original ``clip_model`` (its text ``attn_mask``) stay put: build on the target device
     (``load_clip(..., device=...)``) or move ``clip_model`` too if you also call it directly.
     """
+
+    truncate_text = True  # run the text tower on max(EOT) + 1 tokens (exact)
 
     def __init__(self, text_encoder: TextTower, image_encoder: ImageTower,
                  prompt_learner: PromptLearner, logit_scale: torch.Tensor,
@@ -51,7 +55,7 @@ class DPLCLIP(nn.Module):
         """(Re)build the class token inputs; prompts are untouched."""
         emb, eot = class_token_inputs(self.text_encoder.token_embedding, list(classnames),
                                       self.text_input, self.dataset_name,
-                                      self.text_encoder.context_length)
+                                      self.text_encoder.context_length, self.truncate_text)
         self.classnames = list(classnames)
         self.register_buffer("token_embeddings", emb, persistent=False)
         self.register_buffer("eot_index", eot, persistent=False)
@@ -61,15 +65,19 @@ class DPLCLIP(nn.Module):
         return len(self.classnames)
 
     # -- encoders -------------------------------------------------------------------------------
-    def encode_text(self) -> torch.Tensor:
+    def encode_text(self, classes: torch.Tensor = None) -> torch.Tensor:
         """All classes in one batched pass: (num_classes, embed_dim), L2-normalised.
 
+        classes: optional (N,) class indices -> (N, embed_dim) for those only (search class sampling).
         Under torch.distributed each rank encodes ~C/N classes (``dpl.distributed.shard_classes``).
         """
         def encode(emb, eot):
             return self.text_encoder(emb, eot, *self.prompt_learner.text.encoder_inputs())
 
-        feats = shard_classes(encode, self.token_embeddings, self.eot_index)
+        emb, eot = self.token_embeddings, self.eot_index
+        if classes is not None:
+            emb, eot = emb[classes], eot[classes]
+        feats = shard_classes(encode, emb, eot)
         return F.normalize(feats, dim=-1)
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:

@@ -31,11 +31,13 @@ class BilevelSearch:
           pre-update state, so it is not Algorithm 1's order).
     precision: "fp32" / "fp16" (weights as loaded) / "amp" / "bf16" (autocast forward; "amp" also
           gives ``alpha_scaler`` and ``prompt_scaler``, one GradScaler per optimizer).
+    class_sample: 0 (exact, default) or N > 0: each step scores only the batch's classes plus random
+          others, N in all (an approximation for many classes; opt-in, ``SEARCH.CLASS_SAMPLE``).
     """
 
     def __init__(self, model, prompt_optimizer, lr=3.5e-3, betas=(0.5, 0.999), weight_decay=0.0,
                  mode: str = "alternate", loss_fn: Callable = F.cross_entropy,
-                 precision: str = "fp32"):
+                 precision: str = "fp32", class_sample: int = 0):
         if mode not in UPDATE_MODES:
             raise UserError(f"UPDATE_MODE must be one of {UPDATE_MODES}, got {mode!r}")
         self.model = model
@@ -52,6 +54,7 @@ class BilevelSearch:
         self.device_type = self.arch_params[0].device.type
         self.alpha_scaler = grad_scaler(precision, self.device_type)
         self.prompt_scaler = grad_scaler(precision, self.device_type)
+        self.class_sample = int(class_sample)
 
     def scaler_state(self) -> dict:
         """{"alpha": ..., "prompts": ...} GradScaler states (plain values); {} without scalers."""
@@ -64,43 +67,63 @@ class BilevelSearch:
             self.alpha_scaler.load_state_dict(state["alpha"])
             self.prompt_scaler.load_state_dict(state["prompts"])
 
-    def _forward_loss(self, images, labels, text_features=None):
+    def _forward_loss(self, images, labels, text_features=None, classes=None):
+        """(logits, targets, loss); ``classes``: the class sample the text features are of."""
         with autocast(self.precision, self.device_type):
+            if text_features is None and classes is not None:
+                text_features = self.model.encode_text(classes)
             logits = self.model(images, text_features=text_features)
-            loss = self.loss_fn(logits, labels)
-        return logits, loss
+            targets = _targets(labels, classes)
+            loss = self.loss_fn(logits, targets)
+        return logits, targets, loss
 
-    def step(self, train_batch, val_batch) -> dict:
-        """One iteration. Batches are ``(images, labels)`` on the model's device."""
-        if self.mode == "alternate":
-            val_loss = self._update(val_batch, self.arch_params, self.alpha_optimizer,
-                                    self.alpha_scaler)
-            train_loss, logits = self._update(train_batch, self.prompt_params,
-                                              self.prompt_optimizer, self.prompt_scaler,
-                                              return_logits=True)
+    def _classes(self, labels) -> Optional[torch.Tensor]:
+        """The class sample for these labels, or None (every class)."""
+        if not self.class_sample or self.class_sample >= self.model.num_classes:
+            return None
+        return sample_classes(labels, self.model.num_classes, self.class_sample)
+
+    def step(self, train_batch, val_batch, update_alpha: bool = True) -> dict:
+        """One iteration. Batches are ``(images, labels)`` on the model's device.
+
+        update_alpha False: the prompt step only (``SEARCH.ALPHA_EVERY`` k > 1 skips the α step on
+        k - 1 of every k steps; ``val_batch`` may then be None).
+        """
+        val_loss = None
+        if not update_alpha or self.mode == "alternate":
+            if update_alpha:
+                val_loss = self._update(val_batch, self.arch_params, self.alpha_optimizer,
+                                        self.alpha_scaler)
+            train_loss, (logits, targets) = self._update(train_batch, self.prompt_params,
+                                                         self.prompt_optimizer, self.prompt_scaler,
+                                                         return_logits=True)
         else:
-            val_loss, train_loss, logits = self._simultaneous(train_batch, val_batch)
-        acc = (logits.argmax(dim=1) == train_batch[1]).float().mean().item() * 100
-        return {"loss": train_loss, "loss_val": val_loss, "acc": acc}
+            val_loss, train_loss, (logits, targets) = self._simultaneous(train_batch, val_batch)
+        out = {"loss": train_loss, "acc": (logits.argmax(dim=1) == targets).float().mean().item() * 100}
+        if val_loss is not None:
+            out["loss_val"] = val_loss
+        return out
 
     def _update(self, batch, params, optimizer, scaler, return_logits=False):
         images, labels = batch
         optimizer.zero_grad(set_to_none=True)
-        logits, loss = self._forward_loss(images, labels)
+        logits, targets, loss = self._forward_loss(images, labels, classes=self._classes(labels))
         _check_finite(loss)
         # `inputs=` keeps gradients out of the other parameter set (no cross-contamination).
         scaled_step(loss, optimizer, scaler, inputs=params)
         if return_logits:
-            return loss.item(), logits.detach()
+            return loss.item(), (logits.detach(), targets)
         return loss.item()
 
     def _simultaneous(self, train_batch, val_batch):
         self.alpha_optimizer.zero_grad(set_to_none=True)
         self.prompt_optimizer.zero_grad(set_to_none=True)
+        classes = self._classes(torch.cat([train_batch[1], val_batch[1]]))
         with autocast(self.precision, self.device_type):
-            text = self.model.encode_text()
-        _, val_loss = self._forward_loss(*val_batch, text_features=text)
-        logits, train_loss = self._forward_loss(*train_batch, text_features=text)
+            text = self.model.encode_text(classes)
+        _, _, val_loss = self._forward_loss(*val_batch, text_features=text, classes=classes)
+        logits, targets, train_loss = self._forward_loss(*train_batch, text_features=text,
+                                                         classes=classes)
         _check_finite(val_loss)
         _check_finite(train_loss)
         # Both backward passes before either step: both see the pre-update parameters.
@@ -108,7 +131,22 @@ class BilevelSearch:
         scaled_backward(train_loss, self.prompt_scaler, inputs=self.prompt_params)
         optimizer_step(self.alpha_optimizer, self.alpha_scaler)
         optimizer_step(self.prompt_optimizer, self.prompt_scaler)
-        return val_loss.item(), train_loss.item(), logits.detach()
+        return val_loss.item(), train_loss.item(), (logits.detach(), targets)
+
+
+def sample_classes(labels: torch.Tensor, num_classes: int, size: int) -> torch.Tensor:
+    """Sorted class indices (size,): every class in ``labels`` plus random others (global RNG)."""
+    present = torch.zeros(num_classes, dtype=torch.bool)
+    present[labels.cpu()] = True
+    others = (~present).nonzero().flatten()
+    extra = max(0, size - int(present.sum()))
+    chosen = others[torch.randperm(len(others))[:extra]]
+    return torch.cat([present.nonzero().flatten(), chosen]).sort().values.to(labels.device)
+
+
+def _targets(labels: torch.Tensor, classes: Optional[torch.Tensor]) -> torch.Tensor:
+    """Labels re-indexed into the sorted class sample (unchanged without one)."""
+    return labels if classes is None else torch.searchsorted(classes, labels)
 
 
 def _check_finite(loss: torch.Tensor) -> None:

@@ -1,7 +1,10 @@
 """Class text inputs of the text encoder ("context init", METHOD.md §5).
 
-The text encoder starts from fixed token embeddings, one (context_length, width) row per class, and
-reads its feature at one index per class (the EOT token):
+The text encoder starts from fixed token embeddings, one (L, width) row per class, and reads its
+feature at one index per class (the EOT token). L is ``max(EOT index) + 1`` over the classes
+(``truncate=True``, the default): attention is causal and the feature is read at EOT, so the tokens
+after the last EOT never affect any feature, and the encoders run on L tokens instead of the context
+length (77) with the positional embedding and causal mask sliced to match (ISSUE 16 §1, exact).
 
 - ``default``: "a photo of a {class}."
 - ``custom``: the DPL authors' per-dataset template (``templates.DPL_CUSTOM_TEMPLATES``).
@@ -52,23 +55,50 @@ def tokenize(texts: Sequence[str], context_length: int) -> torch.Tensor:
     return open_clip.tokenize(list(texts), context_length=context_length)
 
 
+def eot_length(eot_index: torch.Tensor) -> int:
+    """Tokens the text encoder needs for these read-out indices (N,): ``max(eot_index) + 1``."""
+    return int(eot_index.max()) + 1
+
+
+def eot_inputs(token_embedding: nn.Embedding, ids: torch.Tensor,
+               truncate: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Token ids (N, context_length) -> embeddings (N, L, width) and EOT indices (N,).
+
+    L = ``eot_length`` with ``truncate`` (exact, see the module docstring), else the context length.
+    Outputs are on the device of ``token_embedding``; the length is read while ``ids`` are still on
+    their own device (CPU from the tokenizer), so this works for ``meta`` models too.
+    """
+    eot = ids.argmax(dim=-1)
+    if truncate:
+        ids = ids[:, :eot_length(eot)]
+    device = token_embedding.weight.device
+    return token_embedding(ids.to(device)), eot.to(device)
+
+
 @torch.no_grad()
 def class_token_inputs(token_embedding: nn.Embedding, classnames: Sequence[str],
                        text_input: str = "default", dataset_name: str = "",
-                       context_length: int = 77) -> Tuple[torch.Tensor, torch.Tensor]:
+                       context_length: int = 77, truncate: bool = True
+                       ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Fixed text-encoder inputs for ``classnames``.
 
-    Returns token embeddings (C, context_length, width) without positional embedding, on the device
-    and in the dtype of ``token_embedding``, and the read-out index (C,) long.
+    Returns token embeddings (C, L, width) without positional embedding, on the device and in the
+    dtype of ``token_embedding``, and the read-out index (C,) long. L = max read-out index + 1 with
+    ``truncate`` (default, exact), else ``context_length``.
     """
     if not classnames:
         raise UserError("classnames is empty; a DPL model needs at least one class.")
-    device = token_embedding.weight.device
     templates = templates_for(text_input, dataset_name)
+    # The last template's EOT is the read-out (the public code's, for `ensemble`), so its length
+    # cuts every template: later tokens of the others are never seen by the read-out either.
+    last_ids = tokenize(class_prompts(templates[-1], classnames), context_length)
+    eot = last_ids.argmax(dim=-1)
+    length = eot_length(eot) if truncate else context_length
+    device = token_embedding.weight.device
     total = None
     for template in templates:  # one template at a time keeps memory at one (C, L, W) batch
-        ids = tokenize(class_prompts(template, classnames), context_length).to(device)
-        emb = token_embedding(ids)
+        ids = last_ids if template is templates[-1] else \
+            tokenize(class_prompts(template, classnames), context_length)
+        emb = token_embedding(ids[:, :length].to(device))
         total = emb if total is None else total + emb
-    # `ids` is the last template's: the public code's EOT read-out for `ensemble`.
-    return total / len(templates), ids.argmax(dim=-1)
+    return total / len(templates), eot.to(device)

@@ -249,7 +249,10 @@ def test_complexity_of_a_run_equals_its_configuration(saved_run, data_root, tiny
     row = complexity.run_row("DPL run", args, "tiny", reference, str(out / "work"))
     expected = dpl_cost(clip, [2, 2, 2], [3, 3], reference)  # the run's manual configuration
     assert row.params == expected.params == 6 * 64 + 6 * 128
-    assert row.flops == expected.flops and row.extra == expected.extra
+    assert row.flops.image == expected.flops.image and row.extra.image == expected.extra.image
+    # The run's class names are longer than the placeholder's: its text runs on more tokens.
+    assert row.flops.text_tokens == 10 > expected.flops.text_tokens == 8
+    assert row.flops.text > expected.flops.text
 
 
 # ----------------------------------------------------------------------------------------------
@@ -277,7 +280,9 @@ def test_one_prompt_token_costs_its_keys_values_and_attention(meta_clip):
     base = dpl_cost(meta_clip, [0, 0, 0], [0, 0]).flops
     one = dpl_cost(meta_clip, [0, 1, 0], [0, 1]).flops - base
     assert one.image == 4 * 128 ** 2 + 4 * 17 * 128    # 17 image tokens, width 128
-    assert one.text == 4 * 64 ** 2 + 4 * 77 * 64       # 77 text tokens, width 64
+    # "a photo of a object." is 8 tokens with SOS/EOT: the text tower runs on those, not 77.
+    assert one.text_tokens == base.text_tokens == 8
+    assert one.text == 4 * 64 ** 2 + 4 * 8 * 64        # 8 text tokens, width 64
 
 
 def test_flops_grow_with_total_prompt_length(meta_clip):
@@ -348,11 +353,13 @@ def test_complexity_cli_table_json_and_plot(clip, dims, tiny_clip_path, tmp_path
     assert rows["caltech101"]["params"] == 3 * 64 + 4 * 128
     assert rows["dtd"]["params"] == 4 * 64 and rows["dtd"]["extra_image_flops"] == 0
     assert rows["uniform 1 x all"]["params"] == 3 * 64 + 2 * 128
-    assert rows["CoOp (16 ctx)"]["params"] == 16 * 64 and rows["CoOp (16 ctx)"]["extra_text_flops"] == 0
+    # 16 context tokens make a 20-token sentence vs CLIP's 8: truncated text costs more.
+    assert rows["CoOp (16 ctx)"]["params"] == 16 * 64 and rows["CoOp (16 ctx)"]["extra_text_flops"] > 0
     assert rows["frozen CLIP"]["extra_text_flops"] == 0
     with Image.open(out_png) as png:
         assert png.format == "PNG"
-    assert "caltech101" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "caltech101" in out and "frozen CLIP 8, " in out and "CoOp (16 ctx) 20." in out
 
 
 def test_complexity_cli_names_a_mismatched_artifact(dims, tiny_clip_path, tmp_path, capsys):

@@ -35,9 +35,10 @@ def test_all_zero_configuration_is_open_clip(clip_model, images):
         raw_text = model.text_encoder(model.token_embeddings, model.eot_index,
                                       *model.prompt_learner.text.encoder_inputs())
         raw_image = model.image_encoder(images, *model.prompt_learner.vision.encoder_inputs())
-        assert (raw_text - want_text).abs().max() <= 1e-6
+        # open_clip runs 77 tokens, the model max(EOT) + 1: equal up to float rounding.
+        assert (raw_text - want_text).abs().max() <= 1e-5
         assert (raw_image - want_image).abs().max() <= 1e-6
-        assert (model.encode_text() - F.normalize(want_text, dim=-1)).abs().max() <= 1e-6
+        assert (model.encode_text() - F.normalize(want_text, dim=-1)).abs().max() <= 1e-5
         assert (model.encode_image(images) - F.normalize(want_image, dim=-1)).abs().max() <= 1e-6
 
 
@@ -104,6 +105,8 @@ def test_text_sos_sees_prompts_and_real_tokens_stay_causal(clip_model):
 def test_prompted_encoder_text_prefix_is_causal_end_to_end(clip_model):
     """Changing a class token after the EOT read-out never changes that class's feature."""
     model = build_fixed_model(clip_model, CLASSNAMES, [2, 1, 3], [0, 0], init_std=1.0)
+    model.truncate_text = False  # all 77 tokens, so there are tokens after the last EOT
+    model.set_classnames(CLASSNAMES)
     enc, prompts = model.text_encoder, model.prompt_learner.text.per_block()
     emb, eot = model.token_embeddings.clone(), model.eot_index
     with torch.no_grad():
@@ -149,7 +152,7 @@ def test_vit_b16_sized_model_one_forward():
     with torch.no_grad():
         logits = model(torch.randn(1, 3, 224, 224))
     assert logits.shape == (1, 2) and torch.isfinite(logits).all()
-    assert model.token_embeddings.shape == (2, 77, 512)
+    assert model.token_embeddings.shape == (2, 8, 512)  # "a photo of a dog." + SOS/EOT, not 77
 
 
 def test_open_clip_tokenizer_matches_the_readout(clip_model):

@@ -110,14 +110,18 @@ def test_model_dims_reads_the_model(clip_model, resnet_clip):
 def test_default_text_input_is_a_photo_of_a_class(clip_model):
     emb, eot = class_token_inputs(clip_model.token_embedding, ["golden_retriever"], "default")
     ids = tokenize(["a photo of a golden retriever."], 77)
-    assert torch.equal(emb, clip_model.token_embedding(ids))
     assert torch.equal(eot, ids.argmax(-1))
+    assert emb.shape[1] == int(eot) + 1 == 9   # cut after EOT: SOS a photo of a golden retriever . EOT
+    assert torch.equal(emb, clip_model.token_embedding(ids)[:, :9])
+    full, _ = class_token_inputs(clip_model.token_embedding, ["golden_retriever"], "default",
+                                 truncate=False)
+    assert torch.equal(full, clip_model.token_embedding(ids))
 
 
 def test_custom_text_input_uses_the_dpl_dataset_template(clip_model):
     emb, _ = class_token_inputs(clip_model.token_embedding, ["Abyssinian"], "custom", "OxfordPets")
     ids = tokenize(["a type of pet, a photo of a Abyssinian."], 77)
-    assert torch.equal(emb, clip_model.token_embedding(ids))
+    assert torch.equal(emb, clip_model.token_embedding(ids)[:, :int(ids.argmax()) + 1])
     with pytest.raises(ValueError, match="NoSuchDataset"):
         class_token_inputs(clip_model.token_embedding, ["x"], "custom", "NoSuchDataset")
     with pytest.raises(ValueError, match="TEXT_INPUT"):
@@ -129,9 +133,12 @@ def test_ensemble_text_input_averages_embeddings_and_reads_last_template_eot(cli
     emb, eot = class_token_inputs(clip_model.token_embedding, names, "ensemble")
     per_template = [clip_model.token_embedding(
         tokenize([t.format(n.replace("_", " ")) for n in names], 77)) for t in IMAGENET_TEMPLATES]
-    assert torch.allclose(emb, torch.stack(per_template).mean(0), atol=1e-6)
     last = tokenize([f"itap of the {n.replace('_', ' ')}." for n in names], 77)
     assert torch.equal(eot, last.argmax(-1))
+    length = int(eot.max()) + 1  # other templates are longer: cut at the read-out, not their EOT
+    longest = max(int(tokenize([t.format("hot air balloon")], 77).argmax()) for t in IMAGENET_TEMPLATES)
+    assert emb.shape[1] == length < longest + 1
+    assert torch.allclose(emb, torch.stack(per_template).mean(0)[:, :length], atol=1e-6)
     other = tokenize([f"a low resolution photo of the {n.replace('_', ' ')}." for n in names], 77)
     assert (eot != other.argmax(-1)).all()               # the documented quirk is really there
 

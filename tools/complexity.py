@@ -186,6 +186,13 @@ def table(rows: Sequence[Row], clip_params: int, reference: ForwardFlops) -> str
     return tabulate(lines, headers=HEADERS, tablefmt="github")
 
 
+def text_length_line(rows: Sequence[Row], context_length: int) -> str:
+    """Which text length each row's per-class-prompt FLOPs were counted on."""
+    lengths = ", ".join(f"{r.label} {r.flops.text_tokens}" for r in rows)
+    return (f"Text FLOPs are per class prompt with class name {PLACEHOLDER_CLASS!r}, on the tokens up "
+            f"to its end-of-text (not the {context_length}-token context): {lengths}.")
+
+
 def as_records(rows: Sequence[Row]) -> list:
     """JSON-ready rows."""
     return [{"label": r.label, "kind": r.kind, "params": r.params,
@@ -344,6 +351,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except _user_errors() as err:
         exit_error(PROG, str(err))
     print(table(rows, total_parameters(clip_model), reference))
+    print(text_length_line(rows, clip_model.context_length))
     if args.json:
         from dpl.io import atomic_write_json
 

@@ -136,6 +136,12 @@ class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
         check_options(s.VISION_OPTIONS, "vision")
         if s.VAL_BATCH_SIZE <= 0:
             raise UserError(f"TRAINER.DPL.SEARCH.VAL_BATCH_SIZE must be > 0, got {s.VAL_BATCH_SIZE}.")
+        for key, low in (("ALPHA_EVERY", 1), ("MIN_EPOCHS", 0), ("CLASS_SAMPLE", 0)):
+            if int(s[key]) < low:
+                raise UserError(f"TRAINER.DPL.SEARCH.{key} must be >= {low}, got {s[key]}.")
+        if s.CLASS_SAMPLE and world_size() > 1:  # each rank would sample other classes
+            raise UserError(f"TRAINER.DPL.SEARCH.CLASS_SAMPLE {s.CLASS_SAMPLE} works on one process "
+                            "only; set it to 0 under torchrun.")
 
     # -- data -------------------------------------------------------------------------------
     def build_data_loader(self):
@@ -184,6 +190,7 @@ class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
         self.search = BilevelSearch(
             self.model, self.optim, lr=s.ALPHA_LR, betas=s.ALPHA_BETAS,
             weight_decay=s.ALPHA_WEIGHT_DECAY, mode=s.UPDATE_MODE, precision=cfg.TRAINER.DPL.PREC,
+            class_sample=s.CLASS_SAMPLE,
             loss_fn=sharded_mean(F.cross_entropy),  # torchrun: this rank's part of the batch mean
         )
         self.alpha_module = ArchitectureParameters(self.model.arch_parameters())
@@ -213,9 +220,12 @@ class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
     # -- one iteration -----------------------------------------------------------------------
     def forward_backward(self, batch):
         train = self.parse_batch_train(batch)
-        val = self.parse_batch_train(self.val_batches.next())
+        # ALPHA_EVERY k: the α step runs on steps 0, k, 2k, ... of the run (a resume keeps them).
+        step = self.epoch * self.num_batches + self.batch_idx
+        update_alpha = step % self.cfg.TRAINER.DPL.SEARCH.ALPHA_EVERY == 0
+        val = self.parse_batch_train(self.val_batches.next()) if update_alpha else None
         try:
-            summary = self.search.step(train, val)
+            summary = self.search.step(train, val, update_alpha)
         except FloatingPointError as err:
             raise NonFiniteLossError(
                 f"{err} at epoch {self.epoch + 1}/{self.max_epoch}, batch {self.batch_idx + 1}/"
@@ -255,7 +265,8 @@ class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
     def before_epoch(self):
         super().before_epoch()
         # α-step batches continue where this epoch starts, also after a resume.
-        self.val_batches.start(self.epoch * len(self.train_loader_x))
+        every = self.cfg.TRAINER.DPL.SEARCH.ALPHA_EVERY  # α steps so far: ceil(steps / every)
+        self.val_batches.start(-(-self.epoch * len(self.train_loader_x) // every))
 
     def after_epoch(self):
         # History first: if we die before the checkpoint, the resumed run redoes this epoch and
@@ -275,8 +286,9 @@ class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
         super().after_epoch()
 
     def _should_stop(self):
-        patience = self.cfg.TRAINER.DPL.SEARCH.PATIENCE
-        return patience > 0 and self.history.unchanged_epochs() >= patience
+        s = self.cfg.TRAINER.DPL.SEARCH
+        return s.PATIENCE > 0 and self.history.unchanged_epochs() >= s.PATIENCE and \
+            len(self.history.records) >= s.MIN_EPOCHS
 
     def after_train(self):
         self.write_artifact()

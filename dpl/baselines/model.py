@@ -26,7 +26,7 @@ from dpl.distributed import shard_classes
 from dpl.encoders import is_vit
 from dpl.model import DPLCLIP, model_dims
 from dpl.prompts import BlockPrompts, PromptConfigError
-from dpl.text_inputs import class_prompts, tokenize
+from dpl.text_inputs import class_prompts, eot_inputs, tokenize
 from user_errors import UserError
 
 INIT_STD = 0.02  # random contexts and prompts ~ N(0, 0.02²), as in CoOp and MaPLe
@@ -52,10 +52,10 @@ class BaselineCLIP(DPLCLIP):
         device = embedding.weight.device
         ids = tokenize(class_prompts(self.prompt_learner.class_template, classnames), length)
         with torch.no_grad():
-            emb = embedding(ids.to(device))
+            emb, eot = eot_inputs(embedding, ids, self.truncate_text)  # (C, max(EOT) + 1, W)
         self.classnames = list(classnames)
         self.register_buffer("token_embeddings", emb, persistent=False)
-        self.register_buffer("eot_index", ids.argmax(dim=-1).to(device), persistent=False)
+        self.register_buffer("eot_index", eot, persistent=False)
         self.register_buffer("name_lens", class_name_lengths(classnames, length).to(device),
                              persistent=False)
 
