@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import re
 import time
 from collections import OrderedDict
 
@@ -26,8 +25,8 @@ from dassl.evaluation import Classification, build_evaluator
 from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import (
     AverageMeter, MetricMeter, count_num_param, get_rng_state, load_checkpoint,
-    load_pretrained_weights, mkdir_if_missing, read_checkpoint_pointer, resume_from_checkpoint,
-    newest_loadable, save_checkpoint, tolist_if_not,
+    checkpoint_file_epoch, load_pretrained_weights, mkdir_if_missing, read_checkpoint_pointer,
+    resume_from_checkpoint, newest_loadable, save_checkpoint, tolist_if_not,
 )
 from dassl.utils.distributed import (
     all_rank_rng_states, barrier, broadcast_modules, get_world_size, install_grad_sync,
@@ -520,7 +519,7 @@ def _common_epoch_files(directory, names):
     """
     pointers = {name: read_checkpoint_pointer(os.path.join(directory, name)) for name in names}
     same = len(set(pointers.values())) == 1
-    if len(names) == 1 or (same and _EPOCH_FILE.fullmatch(pointers[names[0]])):
+    if len(names) == 1 or (same and checkpoint_file_epoch(pointers[names[0]]) is not None):
         return pointers
     epochs = {name: _stored_epoch(os.path.join(directory, name), fname) for name, fname in pointers.items()}
     oldest = min(epochs.values())
@@ -539,13 +538,10 @@ def _common_epoch_files(directory, names):
     return files
 
 
-_EPOCH_FILE = re.compile(r"model\.pth\.tar-(\d+)")
-
-
 def _stored_epoch(fdir, fname):
-    match = _EPOCH_FILE.fullmatch(fname)
-    if match:
-        return int(match.group(1))
+    epoch = checkpoint_file_epoch(fname)
+    if epoch is not None:
+        return epoch
     return int(load_checkpoint(os.path.join(fdir, fname))["epoch"])  # e.g. model-best.pth.tar
 
 

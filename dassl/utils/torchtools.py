@@ -28,7 +28,7 @@ from .distributed import get_rank, get_world_size
 
 __all__ = [
     "save_checkpoint", "load_checkpoint", "resume_from_checkpoint", "read_checkpoint_pointer",
-    "newest_loadable",
+    "newest_loadable", "checkpoint_file_epoch",
     "load_pretrained_weights",
     "count_num_param", "get_rng_state", "set_rng_state", "UnsafeCheckpointError",
     "CorruptCheckpointError",
@@ -310,13 +310,20 @@ def _first_unloadable(directory, files):
     return None, None
 
 
-def _file_epoch(fname):
+def checkpoint_file_epoch(fname):
+    """N for a per-epoch checkpoint file ``model.pth.tar-N``; None for any other name (e.g.
+    ``model-best.pth.tar``)."""
     match = _EPOCH_FILE.fullmatch(fname)
-    return int(match.group(1)) if match else float("inf")
+    return int(match.group(1)) if match else None
+
+
+def _file_epoch(fname):
+    epoch = checkpoint_file_epoch(fname)
+    return float("inf") if epoch is None else epoch
 
 
 def _saved_epochs(fdir):
-    return {_file_epoch(f) for f in os.listdir(fdir) if _EPOCH_FILE.fullmatch(f)}
+    return {e for e in map(checkpoint_file_epoch, os.listdir(fdir)) if e is not None}
 
 
 RESUME_MISMATCH_HINT = (
