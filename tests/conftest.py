@@ -25,6 +25,16 @@ def tiny_clip_path(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    """--root holding the miniature DTD in CoOp's layout, written once per test module."""
+    from tests.helpers.dataset_fixtures import write_fixture
+
+    root = tmp_path_factory.mktemp("data")
+    write_fixture("DescribableTextures", root)
+    return root
+
+
+@pytest.fixture(scope="module")
 def clip_model(tiny_clip_path):
     """The tiny CLIP loaded through the real loader (frozen, eval mode); one per test module."""
     from dpl.clip_loader import load_clip

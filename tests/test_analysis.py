@@ -25,7 +25,6 @@ from dpl.gradcam import grad_cam, set_class_text
 from dpl.io import atomic_write_json
 from dpl.model import build_fixed_model, model_dims
 from dpl.search import AlphaHistory
-from tests.helpers.dataset_fixtures import write_fixture
 from tests.helpers.runs import REPO
 from tools import complexity, gradcam, plot_alpha
 
@@ -175,13 +174,6 @@ def test_gradcam_works_with_in_sequence_prompts_of_a_baseline(clip, image):
 def test_gradcam_rejects_a_block_out_of_range(prompted, image):
     with pytest.raises(ValueError, match="block 2 is out of range"):
         grad_cam(prompted, image, block=2)
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    write_fixture("DescribableTextures", root)
-    return root
 
 
 def run_args(root, clip_path, *extra, trainer="DPLTrain", config="vit_b16", opts=()):

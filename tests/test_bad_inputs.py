@@ -11,8 +11,8 @@ import torch
 
 import trainers.dpl_train
 from tests.helpers.runs import final_accuracy, run_train, train_args
-from tests.test_reliability import (  # noqa: F401  (data_root, own_data: fixtures)
-    assert_nothing_looks_complete, data_root, dtd_split, own_data, run_fails, run_with_artifact,
+from tests.test_reliability import (  # noqa: F401  (own_data: a fixture)
+    assert_nothing_looks_complete, dtd_split, own_data, run_fails, run_with_artifact,
     search_argv, tiny_artifact, tiny_opts, train_argv)
 
 pytestmark = pytest.mark.slow  # end-to-end through train.py (in-process)

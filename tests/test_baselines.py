@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from dpl.baselines import build_coop, build_ivlp, build_maple, build_zeroshot
 from dpl.prompts import PromptConfigError
 from dpl.text_inputs import tokenize
-from tests.helpers.dataset_fixtures import write_fixture
 from tests.helpers.runs import (final_accuracy, run_killed_after_first_epoch, run_train, tiny_opts,
                                 train_args)
 
@@ -261,13 +260,6 @@ TRAINERS = {  # trainer: (default config, config section, checkpoint module name
     "IVLP": ("vit_b16_c2_ep5_batch4_2+2ctx", "IVLP", "VLPromptLearner"),
     "MaPLe": ("vit_b16_c2_ep5_batch4_2ctx", "MAPLE", "MultiModalPromptLearner"),
 }
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    write_fixture("DescribableTextures", root)
-    return root
 
 
 def build(trainer, config, root, clip_path, out, opts=()):

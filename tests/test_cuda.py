@@ -17,7 +17,7 @@ from dpl.attention import supernet_block
 from tests.helpers.runs import (REPO, final_accuracy, run_killed_after_first_epoch, run_train, tiny_opts,
                                 train_args)
 # MANUAL: 2 prompt tokens in every block (DPLTrain without a search); data_root: the miniature DTD.
-from tests.test_precision import MANUAL, data_root  # noqa: F401  (data_root is a fixture)
+from tests.test_precision import MANUAL
 
 pytestmark = pytest.mark.cuda
 

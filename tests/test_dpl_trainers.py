@@ -6,18 +6,10 @@ import pytest
 import torch
 
 from dpl.artifact import derive_lengths, load_artifact
-from tests.helpers.dataset_fixtures import write_fixture
 from tests.helpers.runs import (final_accuracy, run_killed_after_first_epoch, run_train, tiny_opts,
                                 train_args)
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    write_fixture("DescribableTextures", root)
-    return root
 
 
 def search(root, out, clip_path, seed=1, epochs=2, extra_opts=()):

@@ -9,18 +9,10 @@ import torch
 from dpl.clip_loader import load_clip
 from dpl.model import build_supernet_model
 from dpl.search import BilevelSearch
-from tests.helpers.dataset_fixtures import write_fixture
 from tests.helpers.runs import run_killed_after_first_epoch, run_train, tiny_opts, train_args
 
 CLASSES = ["red circle", "blue square", "green cross"]
 MANUAL = ["TRAINER.DPL.MANUAL.TEXT_LENGTH", "2", "TRAINER.DPL.MANUAL.VISION_LENGTH", "2"]
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    write_fixture("DescribableTextures", root)
-    return root
 
 
 def make_search(clip_model, mode, precision):

@@ -95,13 +95,6 @@ def assert_nothing_looks_complete(out, search=False):
         assert not os.path.exists(os.path.join(out, "prompt_config.json"))
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    write_fixture("DescribableTextures", root)
-    return root
-
-
 @pytest.fixture
 def own_data(tmp_path):
     """A private miniature DTD for tests that damage or plant files in it."""

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from tests.helpers.runs import REPO, final_accuracy, run_train
-from tests.test_reliability import data_root, search_argv, train_argv  # noqa: F401 (data_root: fixture)
+from tests.test_reliability import search_argv, train_argv
 
 pytestmark = pytest.mark.slow
 

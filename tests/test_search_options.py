@@ -7,7 +7,6 @@ import torch
 
 from dpl.model import build_supernet_model
 from dpl.search import BilevelSearch, sample_classes
-from tests.helpers.dataset_fixtures import write_fixture
 from tests.helpers.runs import run_train, tiny_opts, train_args
 
 CLASSES = ["red circle", "blue square", "green cross", "yellow ring", "purple diamond"]
@@ -77,13 +76,6 @@ def test_encode_text_of_a_class_subset_equals_those_rows(clip_model):
 
 
 # -- through train.py ---------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    write_fixture("DescribableTextures", root)
-    return root
-
-
 def run_search(root, out, clip_path, epochs, opts):
     argv = train_args("DPLSearch", "vit_b16", "dtd", root, out)
     run_train(argv + tiny_opts(clip_path, epochs) + ["TRAINER.DPL.SEARCH.PLOT", "False", *opts])
