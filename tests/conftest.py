@@ -48,3 +48,20 @@ def demo_clip(tmp_path_factory):
     from demo import pretrain
 
     return pretrain.get_demo_clip(cache_dir=str(tmp_path_factory.mktemp("demo_cache")), quick=True)
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory):
+    """A running local one-node SLURM cluster (skipped, with the reason, where it cannot start)."""
+    from tests.helpers.slurm import LocalSlurm
+
+    cluster = LocalSlurm(str(tmp_path_factory.mktemp("slurm")))
+    try:
+        reason = cluster.start()
+        if reason:
+            if os.environ.get("CI") == "true":  # .ci/run installs SLURM: a skip there hides a bug
+                pytest.fail(reason)
+            pytest.skip(reason)
+        yield cluster
+    finally:
+        cluster.stop()

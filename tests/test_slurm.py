@@ -20,27 +20,11 @@ from tests.helpers.dataset_fixtures import write_fixture
 from tests.helpers.fake_train import write_fake_python
 from tests.helpers.in_process import InProcessPython
 from tests.helpers.runs import REPO, final_accuracy, tiny_opts
-from tests.helpers.slurm import LocalSlurm
 from tools import grid, parse_test_res
 
 DATASETS = ("dtd", "eurosat")
 SEEDS = (1, 2)
 FAILING = "fewshot/DPLTrain/vit_b16/eurosat/shots_1/seed2"
-
-
-@pytest.fixture(scope="session")
-def slurm(tmp_path_factory):
-    """A running local SLURM cluster (skipped, with the reason, where it cannot start)."""
-    cluster = LocalSlurm(str(tmp_path_factory.mktemp("slurm")))
-    try:
-        reason = cluster.start()
-        if reason:
-            if os.environ.get("CI") == "true":  # .ci/run installs SLURM: a skip there hides a bug
-                pytest.fail(reason)
-            pytest.skip(reason)
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +111,7 @@ def test_slurm_grid_matches_sequential_and_reruns_only_the_failed_cell(slurm, tm
     knobs = dict(EXECUTOR="slurm", JOBS="2", GPUS_PER_JOB="0", SLURM_PARTITION="debug", SLURM_TIME="10")
     blocker = make_cell_fail(tmp_path)
     first = fewshot(tmp_path, data_root, tiny_clip_path, env=slurm.env, **knobs)
-    assert "submitted as SLURM job array" in first.stdout and "(2 at a time, 0 GPU(s) each, 10 min)" in first.stdout
+    assert "submitted as SLURM job array" in first.stdout and "(2 at a time, 0 GPU(s) each, 10 min, 1 CPU(s) each)" in first.stdout
     failed_log = failing_log(tmp_path).read_text()
     assert "is not writable" in failed_log and "SLURM job " in failed_log  # train.py's error, in the task
     blocker.unlink()
@@ -154,7 +138,7 @@ def test_slurm_task_killed_midway_is_reported_and_rerun_alone(slurm, tmp_path):
     (tmp_path / "fake").mkdir()
     env = dict(slurm.env, DATA=str(tmp_path), OUTPUT=str(tmp_path / "out"), SEEDS="1", SHOTS_LIST="1",
                PYTHON=write_fake_python(tmp_path / "fake"), FAKE_CALLS=str(tmp_path / "fake" / "calls"),
-               EXECUTOR="slurm", GPUS_PER_JOB="0", GRID_POLL="0.3", SLURM_EXTRA="--comment 'dpl grid' --requeue")
+               EXECUTOR="slurm", GPUS_PER_JOB="0", GRID_POLL="0.3", SLURM_EXTRA="--comment 'dpl grid' --requeue --cpus-per-task=1")
     killed = "fewshot/DPLTrain/vit_b16/eurosat/shots_1/seed1"
     log = tmp_path / "out" / "grid_logs" / (killed.replace("/", "-") + ".log")
     script = ["bash", "scripts/dpl/fewshot.sh", "dtd", "eurosat"]
@@ -187,7 +171,7 @@ def test_slurm_rerun_while_tasks_still_run_refuses_then_collects(slurm, tmp_path
     (tmp_path / "fake").mkdir()
     env = dict(slurm.env, DATA=str(tmp_path), OUTPUT=str(tmp_path / "out"), SEEDS="1 2", SHOTS_LIST="1",
                PYTHON=write_fake_python(tmp_path / "fake"), FAKE_CALLS=str(tmp_path / "fake" / "calls"),
-               EXECUTOR="slurm", GPUS_PER_JOB="0", GRID_POLL="0.3")
+               EXECUTOR="slurm", GPUS_PER_JOB="0", GRID_POLL="0.3", SLURM_EXTRA="--cpus-per-task=1")
     script = ["bash", "scripts/dpl/fewshot.sh", "dtd"]
     first = subprocess.Popen(script, cwd=REPO, env=dict(env, FAKE_SLEEP="2"), stdout=subprocess.PIPE, text=True,
                              start_new_session=True)

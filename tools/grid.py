@@ -17,7 +17,15 @@ A cell's output (stdout + stderr) goes to its log. Environment knobs:
                     CUDA_VISIBLE_DEVICES; the scripts start train.py under torchrun when > 1
     SLURM_PARTITION, SLURM_ACCOUNT, SLURM_TIME (minutes per cell, default 1440),
     SLURM_EXTRA     more sbatch options, long form: "--qos=high --cpus-per-task=8 --exclusive"
+                    (--cpus-per-task defaults to the cells' DATALOADER.NUM_WORKERS x GPUs per cell)
+    SLURM_SIGNAL_DELAY  seconds before SLURM_TIME at which a running cell is checkpointed and requeued
+                    (default 90); the requeued cell resumes its runs from their last checkpoints
+    SLURM_MAX_REQUEUE   how often one cell may be requeued that way (default 3)
     GRID_POLL       seconds between progress checks (default 10)
+
+A cell's log is appended to across attempts (re-runs, SLURM requeues), each attempt opening with a
+``[grid] cell ...`` line. Ctrl-C stops a local grid: queued cells are cancelled, running ones
+terminated; a re-run resumes.
 
 Exit status: 0 when every cell succeeded, 1 when some failed (listed with their logs), 2 on a
 setting that cannot work (one line naming it).
@@ -32,6 +40,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -70,20 +79,103 @@ def read_cells(path: str) -> list:
     return cells
 
 
+class CellTask:
+    """Runs one cell, its output appended to its log. Called by the local executor and, pickled, by
+    submitit in a SLURM task; submitit calls ``checkpoint`` when SLURM signals the time limit (or a
+    preemption): the running cell is stopped and the task requeued with the same cell, whose runs then
+    resume from their last checkpoints (``_cell.sh`` resumes unfinished runs)."""
+
+    def __init__(self):
+        self.process = None  # the running cell's process (leader of its own process group)
+        self.stopped = False  # stop() came first: the cell is not started any more
+        self._lock = threading.Lock()
+
+    def __getstate__(self):  # submitit pickles the task: a fresh one, without process or lock
+        return {}
+
+    def __setstate__(self, state):
+        self.__init__()
+
+    def __call__(self, cell: Cell, gpus=None) -> int:
+        """``gpus`` (e.g. "0,1"; "" for none) sets CUDA_VISIBLE_DEVICES, None keeps the environment's
+        (SLURM sets it). Returns the exit code."""
+        env = dict(os.environ)
+        if gpus is not None:
+            env["CUDA_VISIBLE_DEVICES"] = gpus
+        os.makedirs(os.path.dirname(cell.log), exist_ok=True)
+        with open(cell.log, "a") as log:
+            job = os.environ.get("SLURM_JOB_ID", "")
+            if os.environ.get("SLURM_ARRAY_JOB_ID"):
+                job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
+            restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+            log.write(f"[grid] cell {cell.name} on {os.uname().nodename}, {time.strftime('%Y-%m-%d %H:%M:%S')}"
+                      + (f", SLURM job {job}" if job else "")
+                      + (f" (requeued {restarts}x: resuming)" if restarts else "")
+                      + (f", CUDA_VISIBLE_DEVICES={gpus}" if gpus is not None else "") + "\n")
+            log.flush()
+            with self._lock:
+                if self.stopped:
+                    log.write("[grid] cancelled before it started\n")
+                    return -signal.SIGTERM
+                # Its own process group, so that stopping the cell stops train.py and its workers too;
+                # a Ctrl-C in the terminal reaches grid.py only, which then stops the cells (run_local).
+                self.process = subprocess.Popen(cell.argv, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                                start_new_session=True)
+            try:
+                return self.process.wait()
+            finally:
+                self.stop()
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Terminate the running cell's process group (SIGTERM, then SIGKILL after ``grace`` s); a cell
+        not started yet never starts."""
+        with self._lock:
+            self.stopped = True
+            process = self.process
+        if process is not None and process.poll() is None:
+            stop_group(process, grace)
+
+    def checkpoint(self, cell: Cell, gpus=None):
+        """submitit: SLURM's time-limit (or preemption) signal arrived. Stop the cell and requeue it."""
+        import submitit
+
+        self.stop()
+        with open(cell.log, "a") as log:
+            log.write(f"[grid] {time.strftime('%Y-%m-%d %H:%M:%S')} SLURM time limit near (or preempted): "
+                      f"cell stopped and requeued; the next attempt resumes from the last checkpoints\n")
+        return submitit.helpers.DelayedSubmission(CellTask(), cell, gpus)
+
+
+def stop_group(process, grace: float) -> None:
+    """SIGTERM to ``process``'s group, SIGKILL to what is left after ``grace`` seconds. Polls instead of
+    ``process.wait()``: this also runs inside a signal handler that interrupted a ``wait()`` of the
+    same process (submitit's checkpoint), whose lock a second ``wait()`` would never get."""
+    for sig, wait_s in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.time() + wait_s
+        while time.time() < deadline:
+            if ended(process):
+                return
+            time.sleep(0.05)
+
+
+def ended(process) -> bool:
+    """Whether ``process`` has exited (a zombie not yet reaped counts as exited)."""
+    try:
+        with open(f"/proc/{process.pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[-1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+    except OSError:  # no /proc (not Linux)
+        return process.poll() is not None
+
+
 def run_cell(cell: Cell, gpus=None) -> int:
-    """Run one cell, its output to its log; ``gpus`` (e.g. "0,1"; "" for none) sets
-    CUDA_VISIBLE_DEVICES, None keeps the environment's (SLURM sets it). Returns the exit code."""
-    env = dict(os.environ)
-    if gpus is not None:
-        env["CUDA_VISIBLE_DEVICES"] = gpus
-    os.makedirs(os.path.dirname(cell.log), exist_ok=True)
-    with open(cell.log, "w") as log:
-        task = "_".join(os.environ.get(k, "") for k in ("SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"))
-        log.write(f"[grid] cell {cell.name} on {os.uname().nodename}"
-                  + (f", SLURM job {task}" if task != "_" else "")
-                  + (f", CUDA_VISIBLE_DEVICES={gpus}" if gpus is not None else "") + "\n")
-        log.flush()
-        return subprocess.run(cell.argv, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+    """Run one cell to its end (see CellTask). Returns the exit code."""
+    return CellTask()(cell, gpus)
 
 
 def exit_error(code: int) -> str:
@@ -131,26 +223,57 @@ def gpu_groups(gpus: list, per_job: int, jobs) -> list:
 
 
 def run_local(cells: list, poll: float) -> list:
-    """Run the cells as local processes, JOBS at a time, each on its own GPUs. Returns Outcomes."""
+    """Run the cells as local processes, JOBS at a time, each on its own GPUs. Returns Outcomes.
+    Ctrl-C (or SIGTERM) stops the grid: queued cells are cancelled, running ones terminated."""
     gpus = node_gpus()
     per_job = int_knob("GPUS_PER_JOB", 1 if gpus else 0)
     slots = queue.Queue()
     groups = gpu_groups(gpus, per_job, int_knob("JOBS", None))
     for group in groups:
         slots.put(group)
+    tasks = {cell.name: CellTask() for cell in cells}
 
     def on_a_slot(cell):
         group = slots.get()
         try:
-            return run_cell(cell, group)
+            return tasks[cell.name](cell, group)
         finally:
             slots.put(group)
 
     print(f"[grid] {len(cells)} cell(s) as local processes, {min(len(groups), len(cells))} at a time"
           + (f", {per_job} GPU(s) each" if per_job else " (no GPUs)"), flush=True)
-    with ThreadPoolExecutor(max_workers=len(groups)) as pool:
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    pool = ThreadPoolExecutor(max_workers=len(groups))
+    futures = []
+    try:
         futures = [(pool.submit(on_a_slot, cell), cell) for cell in cells]
         return wait_for(futures, lambda f: f.done(), future_error, poll)
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+        queued = sum(future.cancel() for future, _ in futures)
+        running = [task for task in tasks.values() if task.process is not None and task.process.poll() is None]
+        stop_all(tasks.values())
+        pool.shutdown(wait=True, cancel_futures=True)
+        print(f"\n[grid] stopped: {len(running)} running cell(s) terminated, {queued} queued cell(s) "
+              f"cancelled. Re-run the same command to resume: finished cells are skipped, the others "
+              f"resume from their last checkpoints.", flush=True)
+        raise SystemExit(130)
+    finally:
+        pool.shutdown(wait=True)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def stop_all(tasks, grace: float = 10.0) -> None:
+    """Stop every task at once: SIGTERM to all their groups first, then wait (SIGKILL after grace)."""
+    threads = [threading.Thread(target=task.stop, args=(grace,)) for task in tasks]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def future_error(future) -> str:
@@ -202,6 +325,33 @@ def still_queued(cells: list) -> list:
     return [task for task in recorded if task in active]
 
 
+def cells_cpus(cell: Cell, gpus: int) -> int:
+    """CPUs a cell's task asks for: its runs' DATALOADER.NUM_WORKERS (the largest of its trainer's and
+    search's config files, or the override among the cell's KEY VALUE arguments), at least 1, times its
+    processes (one per GPU under torchrun)."""
+    env = dict(a.split("=", 1) for a in cell.argv if "=" in a and not a.startswith("-"))
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    opts = cell.argv[cell.argv.index("--") + 1:] if "--" in cell.argv else []
+    overrides = dict(zip(opts[::2], opts[1::2]))
+    if overrides.get("DATALOADER.NUM_WORKERS", "").isdigit():
+        workers = [int(overrides["DATALOADER.NUM_WORKERS"])]
+    else:
+        workers = [0]
+        configs = [(env.get("TRAINER"), env.get("CFG"))]
+        if env.get("TRAINER") == "DPLTrain":  # the cell runs the search too
+            configs.append(("DPLSearch", env.get("SEARCH_CFG")))
+        for trainer, name in configs:
+            path = os.path.join(repo, "configs", "trainers", str(trainer), f"{name}.yaml")
+            if trainer and name and os.path.isfile(path):
+                import yaml
+
+                with open(path) as fh:
+                    found = (yaml.safe_load(fh) or {}).get("DATALOADER", {}).get("NUM_WORKERS")
+                if isinstance(found, int):
+                    workers.append(found)
+    return max(1, max(workers)) * max(1, gpus)
+
+
 def submit_slurm(cells: list, folder: str):
     """Submit the cells as one job array; returns the submitit jobs (one per cell)."""
     if shutil.which("sbatch") is None:
@@ -218,27 +368,38 @@ def submit_slurm(cells: list, folder: str):
     except ImportError:
         raise GridError("EXECUTOR=slurm needs the submitit package: pip install submitit") from None
     executor = submitit.SlurmExecutor(folder=os.path.join(folder, time.strftime("%Y%m%d-%H%M%S")
-                                                          + f"-{os.getpid()}", "%j"))
+                                                          + f"-{os.getpid()}", "%j"),
+                                      max_num_timeout=int_knob("SLURM_MAX_REQUEUE", 3))
     params = dict(time=int_knob("SLURM_TIME", 24 * 60), job_name="dpl-grid", stderr_to_stdout=True,
                   array_parallelism=int_knob("JOBS", None) or len(cells),
+                  signal_delay_s=int_knob("SLURM_SIGNAL_DELAY", 90),
                   additional_parameters=slurm_extra(os.environ.get("SLURM_EXTRA", "")))
     gpus = int_knob("GPUS_PER_JOB", 1)
     if gpus:
         params["gpus_per_node"] = gpus
+    if "cpus_per_task" not in params["additional_parameters"]:
+        params["cpus_per_task"] = max(cells_cpus(cell, gpus) for cell in cells)
     for knob, key in (("SLURM_PARTITION", "partition"), ("SLURM_ACCOUNT", "account")):
         if os.environ.get(knob):
             params[key] = os.environ[knob]
     executor.update_parameters(**params)
     try:
-        jobs = executor.map_array(run_cell, cells)
+        jobs = executor.map_array(CellTask(), cells)
     except Exception as err:  # sbatch refused: its message names the problem
-        raise GridError(f"sbatch refused the job array: {str(err).strip().splitlines()[-1]}") from None
+        why = str(err).strip().splitlines()[-1]
+        if gpus and "generic resource" in why.lower():  # e.g. "Invalid generic resource (gres) specification"
+            why += f" (this asked for {gpus} GPU(s) per cell; on a CPU-only partition set GPUS_PER_JOB=0)"
+        elif "node configuration is not available" in why and "cpus_per_task" in params:
+            why += (f" (this asked for {params['cpus_per_task']} CPU(s) per cell: DATALOADER.NUM_WORKERS x GPUs; "
+                    f"ask for fewer with SLURM_EXTRA=--cpus-per-task=N or lower DATALOADER.NUM_WORKERS)")
+        raise GridError(f"sbatch refused the job array: {why}") from None
     for job, cell in zip(jobs, cells):
         os.makedirs(os.path.dirname(cell.log), exist_ok=True)
         with open(task_file(cell), "w") as fh:
             fh.write(job.job_id + "\n")
     print(f"[grid] {len(cells)} cell(s) submitted as SLURM job array {jobs[0].job_id.split('_')[0]} "
-          f"({params['array_parallelism']} at a time, {gpus} GPU(s) each, {params['time']} min); "
+          f"({params['array_parallelism']} at a time, {gpus} GPU(s) each, {params['time']} min"
+          + (f", {params['cpus_per_task']} CPU(s) each" if "cpus_per_task" in params else "") + "); "
           f"submitit files: {os.path.dirname(jobs[0].paths.folder)}", flush=True)
     return jobs
 
@@ -305,9 +466,21 @@ def report(outcomes: list) -> int:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("cells_file")
-    parser.add_argument("--folder", required=True, help="where SLURM's submitit files go")
+    parser.add_argument("cells_file", nargs="?")
+    parser.add_argument("--folder", help="where SLURM's submitit files go (required with CELLS_FILE)")
+    parser.add_argument("--check-gpus", type=int, metavar="N",
+                        help="only check that this node has N GPUs (exit 2 naming the fix if not): the "
+                             "scripts' one-by-one executor checks GPUS_PER_JOB as EXECUTOR=local does")
     args = parser.parse_args(argv)
+    if args.check_gpus is not None:
+        try:
+            gpu_groups(node_gpus(), args.check_gpus, 1)
+        except GridError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        return 0
+    if args.cells_file is None or args.folder is None:
+        parser.error("CELLS_FILE and --folder are required")
     cells = read_cells(args.cells_file)
     executor = os.environ.get("EXECUTOR", "")
     try:

@@ -13,6 +13,9 @@
 # Trailing KEY VALUE arguments are passed to every train.py call as config overrides.
 [ -n "${BASH_VERSION:-}" ] || { echo "error: _lib.sh needs bash (the protocol scripts source it); run it with bash: bash scripts/dpl/fewshot.sh ..." >&2; exit 2; }
 set -euo pipefail
+# No pathname expansion of unquoted words: seeds, dataset lists and artifact patterns must never be
+# expanded against the caller's working directory. Globs below an output folder use compgen -G.
+set -f
 
 REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 # Absolute paths: train.py runs from $REPO_DIR, while checks and .done markers use the caller's cwd.
@@ -49,7 +52,7 @@ check_knobs() {
         echo "error: EXECUTOR=$EXECUTOR is not one of sequential (default), local, slurm" >&2; exit 2 ;;
     esac
     local knob
-    for knob in JOBS GPUS_PER_JOB SLURM_TIME; do
+    for knob in JOBS GPUS_PER_JOB SLURM_TIME SLURM_SIGNAL_DELAY SLURM_MAX_REQUEUE; do
         if [[ -n "${!knob:-}" && ! "${!knob}" =~ ^[0-9]+$ ]]; then
             echo "error: $knob=${!knob} is not a whole number; set $knob to e.g. 2 or leave it unset" >&2
             exit 2
@@ -57,6 +60,11 @@ check_knobs() {
     done
 }
 check_knobs
+# One by one, GPUS_PER_JOB is checked against this node's GPUs as EXECUTOR=local checks it (slurm: the
+# job's node decides; inside a cell, CUDA_VISIBLE_DEVICES holds the cell's GPUs).
+if [[ "$EXECUTOR" == sequential && -n "$GPUS_PER_JOB" ]] && (( GPUS_PER_JOB > 0 )); then
+    "$PYTHON" "$REPO_DIR/tools/grid.py" --check-gpus "$GPUS_PER_JOB" || exit 2
+fi
 
 # The interpreter line of every train.py call: GPUS_PER_JOB > 1 starts it under torchrun (one process
 # per GPU; --standalone picks a free rendezvous port, so several jobs can share a node).
@@ -80,7 +88,7 @@ check_datasets() {
     for name in "$@"; do is_dataset "$name" || bad+=("'$name'"); done
     if [[ ${#bad[@]} -gt 0 ]]; then
         echo "error: unknown dataset ${bad[*]} in $what (no configs/datasets/<name>.yaml); available:" \
-             "$(cd "$REPO_DIR/configs/datasets" && ls -- *.yaml | sed 's/\.yaml$//' | tr '\n' ' ')" >&2
+             "$(compgen -G "$REPO_DIR/configs/datasets/*.yaml" | sed 's|.*/||; s/\.yaml$//' | sort | tr '\n' ' ')" >&2
         exit 2
     fi
 }
@@ -136,8 +144,9 @@ check_data_root() {
 
 # missing_artifact OUTDIR "PATTERN ...": the first pattern (a glob below OUTDIR) with no file, if any.
 missing_artifact() {
-    local pattern
-    for pattern in $2; do
+    local pattern patterns
+    read -r -a patterns <<< "$2"  # split on spaces only: the patterns are globs below OUTDIR, not here
+    for pattern in "${patterns[@]}"; do
         if ! compgen -G "$1/$pattern" > /dev/null; then echo "$pattern"; return 0; fi
     done
 }
@@ -177,7 +186,7 @@ run_dir() {
 # The epoch a finished run saved last (from its checkpoint pointer file).
 last_epoch() {
     local ptr
-    ptr="$(ls "$1"/*/checkpoint 2>/dev/null | head -n1 || true)"
+    ptr="$(compgen -G "$1/*/checkpoint" | sort | head -n1 || true)"
     if [[ -z "$ptr" ]]; then
         echo "error: no checkpoint in $1; delete its .done marker (rm $1/.done) and re-run to train it again" >&2
         exit 2

@@ -3,8 +3,10 @@ outputs in milliseconds; anything else (e.g. ``tools/grid.py``) runs with the re
 
 Each ``train.py`` call (also one under ``-m torch.distributed.run``) appends a JSON line to
 ``$FAKE_CALLS``: its argv (from ``train.py`` on), the launcher words before it, CUDA_VISIBLE_DEVICES,
-start and end times. ``$FAKE_SLEEP`` seconds per call; a call with an argument containing ``$FAKE_FAIL``
-exits 2 without writing anything.
+start and end times. ``$FAKE_SLEEP`` seconds per call; ``$FAKE_SLEEP_FIRST`` seconds for the very first call
+only (it creates its output folder first, as a run that was stopped midway leaves it); a call
+with an argument containing ``$FAKE_FAIL`` exits 2 without writing anything. ``$FAKE_PIDS``, if set,
+gets each call's process id when it starts.
 """
 from __future__ import annotations
 
@@ -20,12 +22,19 @@ if "train.py" not in args:
 i = args.index("train.py")
 launcher, argv = args[:i], args[i + 1:]
 start = time.time()
+if os.environ.get("FAKE_PIDS"):
+    with open(os.environ["FAKE_PIDS"], "a") as fh:
+        fh.write(f"{{os.getpid()}}\\n")
+out = argv[argv.index("--output-dir") + 1]
+if os.environ.get("FAKE_SLEEP_FIRST") and not os.path.exists(os.environ["FAKE_CALLS"] + ".first"):
+    os.makedirs(out, exist_ok=True)
+    open(os.environ["FAKE_CALLS"] + ".first", "w").close()
+    time.sleep(float(os.environ["FAKE_SLEEP_FIRST"]))
 time.sleep(float(os.environ.get("FAKE_SLEEP", "0")))
 fail = os.environ.get("FAKE_FAIL")
 if fail and any(fail in a for a in argv):
     print("train.py: error: made to fail", file=sys.stderr)
     sys.exit(2)
-out = argv[argv.index("--output-dir") + 1]
 trainer = argv[argv.index("--trainer") + 1]
 os.makedirs(os.path.join(out, "prompt_learner"), exist_ok=True)
 with open(os.path.join(out, "log.txt"), "a") as fh:
