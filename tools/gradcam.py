@@ -39,7 +39,7 @@ from dpl.clip_loader import CheckpointError  # noqa: E402
 from dpl.gradcam import (CLIP_MEAN, CLIP_STD, displayable, find_image_tower, grad_cam,  # noqa: E402
                          mapped_block, plot_gradcam, prepare_image, set_class_text,
                          vit_input_size)
-from dpl.tool_errors import exit_error, output_problem  # noqa: E402
+from user_errors import exit_error, output_problem  # noqa: E402
 
 PROG = "gradcam.py"
 
