@@ -129,6 +129,7 @@ def test_project_error_classes_are_user_errors():
     from dpl.clip_loader import CheckpointError
     from dpl.gradcam import GradCamError
     from dpl.prompts import PromptConfigError
+    from tools.predict import PredictError
     from user_errors import CheckpointMismatchError, NonFiniteLossError, UserError
 
     old_bases = {ImageReadError: ValueError, CorruptCheckpointError: ValueError,
@@ -136,7 +137,7 @@ def test_project_error_classes_are_user_errors():
                  DatasetLayoutError: FileNotFoundError, UnsafeCacheError: pickle.UnpicklingError,
                  ArtifactError: ValueError, CheckpointError: RuntimeError, GradCamError: ValueError,
                  PromptConfigError: ValueError, NonFiniteLossError: FloatingPointError,
-                 CheckpointMismatchError: ValueError}
+                 CheckpointMismatchError: ValueError, PredictError: ValueError}
     for cls, base in old_bases.items():
         assert issubclass(cls, UserError) and issubclass(cls, base), cls
 

@@ -193,8 +193,8 @@ def load_checkpoint(fpath, allow_unsafe=None):
         return load_weights_only(
             fpath, map_location,
             corrupt_fix="copy it again, or delete its run folder to train from scratch.",
-            unsafe_fix="Copy it again, or, only if you trust this file, set {}=1 to load it "
-                       "anyway.".format(UNSAFE_LOAD_ENV))
+            unsafe_fix="Real Dassl pickles its scheduler into checkpoints: only if you trust this "
+                       "file, set {}=1 to load it anyway; otherwise copy it again.".format(UNSAFE_LOAD_ENV))
     except UnsafeCheckpointError:
         if not _unsafe_allowed(allow_unsafe):
             print('Unable to load checkpoint from "{}"'.format(fpath))
