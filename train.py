@@ -32,7 +32,7 @@ from dassl.utils import (Logger, check_availability, collect_env_info, run_recor
                          setup_logger)
 from dassl.utils.distributed import (close_distributed, get_world_size, init_distributed,
                                      is_main_process, per_rank_batch)
-from user_errors import UserError
+from user_errors import UserError, exit_error
 
 
 def _skip_missing(err, names, what):
@@ -382,8 +382,7 @@ def main(argv=None):
         text = describe_error(err)
         if text is None or os.environ.get("DPL_DEBUG", "") not in ("", "0"):
             raise
-        print(f"train.py: error: {text}", file=sys.stderr)
-        raise SystemExit(2) from None
+        exit_error("train.py", text)
 
 
 def describe_error(err):

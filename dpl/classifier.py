@@ -25,7 +25,7 @@ from torchvision import transforms as T
 from dpl.artifact import ArtifactError, check_backbone, check_fits, load_artifact, lengths_from_artifact
 from dpl.clip_loader import backbone_record, load_clip, preprocess_of
 from dpl.model import DPLCLIP, build_fixed_model, model_dims
-from user_errors import UserError
+from user_errors import UserError, load_weights_only
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 PROMPT_MODULE = "prompt_learner"  # the registered name of the prompts in a run folder
@@ -121,8 +121,14 @@ def find_prompt_checkpoint(run_dir: str, epoch: Optional[int] = None) -> str:
 
 
 def load_prompt_state(path: str) -> dict:
-    """The prompt tensors of an engine checkpoint ({"state_dict": ..., "epoch": ...}) or a bare state dict."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    """The prompt tensors of an engine checkpoint ({"state_dict": ..., "epoch": ...}) or a bare state
+    dict, read weights-only as ``--eval-only`` reads it: a truncated file raises
+    CorruptCheckpointError, one holding pickled objects UnsafeCheckpointError (nothing in it runs)."""
+    ckpt = load_weights_only(
+        path, "cpu",
+        corrupt_fix="copy the run folder again, or use another saved epoch (load_classifier(epoch=N); "
+                    "tools/predict.py: --load-epoch N in --run).",
+        unsafe_fix="Use a prompt_learner/model.pth.tar-N that a DPLTrain run saved.")
     return ckpt["state_dict"] if isinstance(ckpt, dict) and "state_dict" in ckpt else ckpt
 
 

@@ -26,7 +26,6 @@ import copy
 import hashlib
 import json
 import os
-import re
 import zipfile
 from typing import Dict, Optional, Tuple, Union
 
@@ -34,7 +33,7 @@ import open_clip
 import torch
 from open_clip.model import (CLIP, build_model_from_openai_state_dict, convert_weights_to_lp,
                              set_model_preprocess_cfg)
-from user_errors import UserError
+from user_errors import UserError, weights_only_reason
 
 # The usual OpenAI file names, as the `clip` package stores them under ~/.cache/clip.
 OPENAI_FILENAMES = {
@@ -113,7 +112,7 @@ def read_state_dict(file: str) -> Dict[str, torch.Tensor]:
             state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch and safetensors raise many types for corrupt files
         raise CheckpointError(
-            f"Could not read the CLIP checkpoint {file} ({type(exc).__name__}: {_reason(exc)}); the "
+            f"Could not read the CLIP checkpoint {file} ({type(exc).__name__}: {weights_only_reason(exc)}); the "
             "file is corrupt, truncated or not a CLIP checkpoint: copy it again."
         ) from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
@@ -134,18 +133,6 @@ def _require_openai_keys(state, file: str) -> dict:
             f"{file} is not an OpenAI-format CLIP checkpoint (no 'token_embedding.weight' key)."
         )
     return state
-
-
-def _reason(exc: Exception) -> str:
-    """The informative sentence of a torch.load error on one line (torch's weights-only text spans
-    paragraphs of boilerplate that suggest ``weights_only=False``, which must not be done blindly)."""
-    text = str(exc).split("WeightsUnpickler error:", 1)[-1]
-    boilerplate = ("Weights only load failed", "Check the documentation", "Please file an issue")
-    for para in re.split(r"\n\s*\n", text):
-        line = " ".join(para.split())
-        if line and not line.startswith(boilerplate):
-            return line.split(". ")[0].rstrip(".")
-    return "no details"
 
 
 def _is_torchscript(file: str) -> bool:

@@ -84,7 +84,9 @@ def test_eval_only_with_a_mismatched_artifact_names_file_and_shapes(data_root, t
     ckpt = trained / "prompt_learner" / "model.pth.tar-1"
     assert msg.startswith(f'Checkpoint "{ckpt}" does not fit this model ('), msg
     assert "expected (4, " in msg and "found (2, " in msg  # the tensor shapes, not dozens of keys
-    assert "TRAINER.DPL.CONFIG_FILE = the run's prompt_config.json" in msg
+    # Issue #22 §7: the artifact given is named, and the run's own one as the fix.
+    assert f"built from the prompt configuration in TRAINER.DPL.CONFIG_FILE {path}," in msg
+    assert f"pass TRAINER.DPL.CONFIG_FILE {trained / 'prompt_config.json'} " in msg
     assert_nothing_looks_complete(out)
 
 
@@ -127,6 +129,7 @@ def test_project_error_classes_are_user_errors():
     from dpl.clip_loader import CheckpointError
     from dpl.gradcam import GradCamError
     from dpl.prompts import PromptConfigError
+    from tools.predict import PredictError
     from user_errors import CheckpointMismatchError, NonFiniteLossError, UserError
 
     old_bases = {ImageReadError: ValueError, CorruptCheckpointError: ValueError,
@@ -134,7 +137,7 @@ def test_project_error_classes_are_user_errors():
                  DatasetLayoutError: FileNotFoundError, UnsafeCacheError: pickle.UnpicklingError,
                  ArtifactError: ValueError, CheckpointError: RuntimeError, GradCamError: ValueError,
                  PromptConfigError: ValueError, NonFiniteLossError: FloatingPointError,
-                 CheckpointMismatchError: ValueError}
+                 CheckpointMismatchError: ValueError, PredictError: ValueError}
     for cls, base in old_bases.items():
         assert issubclass(cls, UserError) and issubclass(cls, base), cls
 

@@ -174,6 +174,47 @@ def test_export_imagefolder_round_trips_a_registered_dataset(tmp_path):
     assert counts == info.sizes
 
 
+@pytest.mark.parametrize("existed", [False, True])
+def test_export_imagefolder_on_a_full_disk_leaves_nothing_that_looks_complete(
+        tmp_path, capsys, monkeypatch, existed):
+    """Issue #23.8: a full disk ends in one line naming the file; each file is written under a
+    temporary name (never a partial file under its own name) and the partial export is removed."""
+    import errno
+    import shutil
+
+    from tests.helpers.dataset_fixtures import write_fixture
+    from tools import export_imagefolder
+
+    write_fixture("DescribableTextures", tmp_path / "data")
+    out = tmp_path / "as_folders"
+    if existed:
+        out.mkdir()  # an empty folder may be given; it stays, empty
+    copied, at_failure, real_copy = [], [], shutil.copyfileobj
+
+    def disk_fills_up(src, dst, *args):
+        if len(copied) == 3:
+            dst.write(src.read(10))  # part of the image, then the disk is full
+            dst.flush()
+            at_failure.extend(os.path.join(d, f) for d, _, files in os.walk(out) for f in files)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_copy(src, dst, *args)
+        copied.append(1)
+
+    monkeypatch.setattr(export_imagefolder.shutil, "copyfileobj", disk_fills_up)
+    with pytest.raises(SystemExit) as info:
+        export_imagefolder.main(["--root", str(tmp_path / "data"), "--dataset", "DescribableTextures",
+                                 str(out)])
+    # While the 4th image was being written, it had a temporary name; the 3 complete ones had theirs.
+    temp = [f for f in at_failure if os.path.basename(f).startswith(".")]
+    assert len(temp) == 1 and temp[0].endswith(".tmp") and len(at_failure) == 4, at_failure
+    failed = os.path.join(os.path.dirname(temp[0]), os.path.basename(temp[0])[1:].rsplit(".", 2)[0])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 2 and len(err) == 1, err
+    assert err[0] == (f"export_imagefolder.py: error: no space left on the device while writing {failed}; "
+                      f"free space and run the command again. The partial export in {out} was removed.")
+    assert (os.listdir(out) == []) if existed else not out.exists()
+
+
 def test_train_py_reports_a_dataset_mistake_in_one_line(tmp_path, capsys):
     from tests.helpers.runs import run_train, train_args
 

@@ -4,6 +4,9 @@ non-default size/mean/std/interpolation) -> search -> train -> eval-only -> pred
 import json
 import os
 import shlex
+import shutil
+import subprocess
+import sys
 
 import pytest
 from PIL import Image
@@ -124,3 +127,113 @@ def test_search_run_folder_is_refused_with_a_clear_message(pipeline):
         load_classifier(pipeline["out"]["search"])
     with pytest.raises(ArtifactError, match="does not hold the prompts"):
         load_classifier(pipeline["out"]["search"], classnames=["a", "b"])
+
+
+# -------------------------------------------------------------------------------------------------
+# Issue #23 (2, 4, 5, 6): mistakes around tools/predict.py end in one line, exit 2, no traceback.
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def predict_cli(*args):
+    """``python tools/predict.py ARGS`` as a user runs it: (exit status, stdout, stderr)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "predict.py"), *map(str, args)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def assert_one_error_line(code, err, start):
+    lines = err.strip().splitlines()
+    assert code == 2 and "Traceback" not in err and len(lines) == 1, err
+    assert lines[0].startswith(f"predict.py: error: {start}"), lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def run_copy(pipeline, tmp_path):
+    """A copy of the trained run folder (to damage) and its last prompt checkpoint."""
+    run = tmp_path / "run"
+    shutil.copytree(pipeline["out"]["train"], run)
+    return run, run / "prompt_learner" / "model.pth.tar-2"
+
+
+def test_truncated_prompt_checkpoint_is_one_line_as_in_eval_only(pipeline, run_copy, tmp_path):
+    from dassl.utils.torchtools import load_checkpoint
+    from dpl import load_classifier
+    from user_errors import CorruptCheckpointError
+
+    run, ckpt = run_copy
+    ckpt.write_bytes(ckpt.read_bytes()[:-10])  # an interrupted copy: torch raises OSError EINVAL
+    image = os.path.join(pipeline["data"], "train", "blue", "img_000.png")
+    code, out, err = predict_cli("--run", run, image)
+    line = assert_one_error_line(code, err, f'Checkpoint "{ckpt}" is corrupt or truncated (')
+    assert "--load-epoch" in line and "copy the run folder again" in line
+    with pytest.raises(CorruptCheckpointError) as api:
+        load_classifier(str(run))
+    with pytest.raises(CorruptCheckpointError) as engine:  # what --eval-only reads the file with
+        load_checkpoint(str(ckpt))
+    reason = str(engine.value).split(";")[0]  # 'Checkpoint "..." is corrupt or truncated (OSError: ...)'
+    assert str(api.value).startswith(reason) and line.startswith(f"predict.py: error: {reason}")
+
+
+class _RunsCode:
+    """Unpickling this runs ``touch <marker>``: what a malicious checkpoint does."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.system, (f"touch {shlex.quote(self.marker)}",)
+
+
+def test_code_running_prompt_checkpoint_is_refused_in_one_line(pipeline, run_copy, tmp_path):
+    import torch
+
+    from dpl import load_classifier
+    from user_errors import UnsafeCheckpointError
+
+    run, ckpt = run_copy
+    marker = tmp_path / "pwned"
+    state = torch.load(ckpt, weights_only=True)
+    torch.save({**state, "extra": _RunsCode(marker)}, ckpt)
+    image = os.path.join(pipeline["data"], "train", "blue", "img_000.png")
+    code, out, err = predict_cli("--run", run, image)
+    line = assert_one_error_line(code, err, f'Checkpoint "{ckpt}" is not a weights-only checkpoint (')
+    assert "nothing in it ran" in line and "weights_only` set to `False`" not in err
+    assert "DASSL_ALLOW_UNSAFE_LOAD" not in line  # no opt-in for predictions
+    with pytest.raises(UnsafeCheckpointError, match="is not a weights-only checkpoint"):
+        load_classifier(str(run))
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("where", ["below a file", "a folder"])
+def test_json_path_is_checked_before_predicting(pipeline, tmp_path, where):
+    (tmp_path / "notes.txt").write_text("a file\n")
+    bad = tmp_path / "notes.txt" / "pred.json" if where == "below a file" else tmp_path
+    image = os.path.join(pipeline["data"], "train", "blue", "img_000.png")
+    code, out, err = predict_cli("--run", pipeline["out"]["train"], image, "--json", bad)
+    line = assert_one_error_line(code, err, f"--json {bad} ")
+    assert ("which is a file, not a folder" in line if where == "below a file"
+            else f"e.g. {bad / 'predictions.json'}" in line)
+    assert out == ""  # refused before loading the run or predicting anything
+
+
+def test_folder_prediction_skips_hidden_entries_and_says_what_it_read(pipeline, tmp_path):
+    folder = tmp_path / "images"
+    shutil.copytree(os.path.join(pipeline["data"], "train", "blue"), folder)
+    images = sorted(os.listdir(folder))
+    checkpoints = folder / ".ipynb_checkpoints"
+    checkpoints.mkdir()
+    shutil.copy(folder / images[0], checkpoints / "img_000-checkpoint.png")
+    shutil.copy(folder / images[0], checkpoints / "img_001-checkpoint.png")
+    shutil.copy(folder / images[0], folder / "._img_000.png")  # a macOS resource-fork twin
+    (folder / "notes.txt").write_text("not an image\n")
+    out_json = tmp_path / "pred.json"
+    code, out, err = predict_cli("--run", pipeline["out"]["train"], folder, "--json", out_json)
+    assert code == 0, err
+    with open(out_json) as fh:
+        predicted = [os.path.relpath(r["image"], folder) for r in json.load(fh)]
+    assert predicted == images  # no copy from the hidden folder, no dotfile
+    assert (f"Read {len(images)} images; skipped 3 images in hidden files or folders (._img_000.png, "
+            ".ipynb_checkpoints/; training skips them too) and 1 file without an image extension.") in out

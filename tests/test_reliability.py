@@ -421,8 +421,9 @@ def test_malicious_checkpoint_is_refused_without_running(data_root, tmp_path, ti
                           flags=["--eval-only", "--model-dir", str(tmp_path / "model"), "--load-epoch", "1"])
     msg = run_fails(argv, capsys, monkeypatch)
     assert not marker.exists()
-    assert msg.startswith(f'Checkpoint "{planted}" was refused by torch.load(weights_only=True)')
-    assert "only if you trust this file, set DASSL_ALLOW_UNSAFE_LOAD=1" in msg
+    assert msg.startswith(f'Checkpoint "{planted}" is not a weights-only checkpoint (')
+    assert "only if you trust this file, set DASSL_ALLOW_UNSAFE_LOAD=1 to load it anyway" in msg
+    assert "nothing in it ran" in msg and "weights_only` set to `False`" not in msg
 
 
 def test_malicious_clip_state_dict_is_refused_without_running(data_root, tmp_path, tiny_clip_path,

@@ -38,8 +38,8 @@ from tabulate import tabulate  # noqa: E402
 from dpl.cost import (PLACEHOLDER_CLASS, ForwardFlops, clip_flops, dpl_cost,  # noqa: E402
                       image_input, model_flops, random_init_clip, total_parameters,
                       trainable_parameters)
-from dpl.tool_errors import exit_error, os_error_line, output_problem  # noqa: E402
 from dpl.plots import save_figure, styled  # noqa: E402  (selects the Agg backend)
+from user_errors import UserError, exit_error, os_error_line, output_problem  # noqa: E402
 
 import matplotlib.pyplot as plt  # noqa: E402,I100
 from matplotlib.patches import Patch  # noqa: E402,I100
@@ -371,7 +371,6 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def _user_errors() -> tuple:
     from dpl.clip_loader import CheckpointError
-    from train import UserError
 
     # ValueError covers artifacts (ArtifactError), lengths (PromptConfigError) and config values.
     return (UserError, ValueError, FileNotFoundError, CheckpointError)

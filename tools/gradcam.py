@@ -39,7 +39,7 @@ from dpl.clip_loader import CheckpointError  # noqa: E402
 from dpl.gradcam import (CLIP_MEAN, CLIP_STD, displayable, find_image_tower, grad_cam,  # noqa: E402
                          mapped_block, plot_gradcam, prepare_image, set_class_text,
                          vit_input_size)
-from dpl.tool_errors import exit_error, output_problem  # noqa: E402
+from user_errors import UserError, exit_error, output_problem  # noqa: E402
 
 PROG = "gradcam.py"
 
@@ -193,7 +193,6 @@ def main(argv: Optional[List[str]] = None) -> int:
 def _user_errors() -> tuple:
     import pickle
 
-    from train import UserError
     # ValueError covers bad configs, artifacts (ArtifactError), --block (GradCamError).
     return (UserError, ValueError, FileNotFoundError, CheckpointError, pickle.UnpicklingError,
             OSError)

@@ -5,10 +5,14 @@
 
 ``--run`` takes the flags the run was trained with (its ``--output-dir`` is the run folder;
 ``--load-epoch``, ``MODEL.BACKBONE.PATH`` and ``MODEL.BACKBONE.CONFIG`` are honoured, the rest is
-read from the folder), or simply the run folder. Folders are searched recursively for images.
+read from the folder), or simply the run folder. Folders are searched recursively for images;
+hidden entries (names starting with ".", e.g. ``.ipynb_checkpoints/``) are skipped as training
+skips them, and a line says how many images were read and what was skipped.
 ``--classnames`` (one name per line) classifies into other classes with the same learned prompts.
 Prints one table row per image; ``--json`` also writes
-``[{"image": path, "topk": [{"class": name, "prob": p}, ...]}, ...]``.
+``[{"image": path, "topk": [{"class": name, "prob": p}, ...]}, ...]`` (its path is checked before
+predicting). Mistakes (a bad path, a truncated or not weights-only checkpoint, ...) end in one
+``predict.py: error:`` line with exit status 2.
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ import json
 import os
 import shlex
 import sys
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -25,10 +29,13 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from PIL import Image  # noqa: E402
 
 from dpl.classifier import IMAGE_EXTENSIONS  # noqa: E402
+from user_errors import UserError, exit_error, os_error_line, output_problem  # noqa: E402
+
+PROG = "predict.py"
 
 
-class PredictError(ValueError):
-    """A mistake in the command line or the run's files; reported as one line, exit code 2."""
+class PredictError(UserError):
+    """A mistake in predict.py's command line or inputs; reported as one line, exit code 2."""
 
 
 def parse_run(run: str) -> dict:
@@ -53,22 +60,56 @@ def parse_run(run: str) -> dict:
             "clip_path": opts.get("MODEL.BACKBONE.PATH", ""), "clip_config": opts.get("MODEL.BACKBONE.CONFIG", "")}
 
 
-def collect_images(paths: Sequence[str]) -> List[str]:
-    """Image files among ``paths``; folders are searched recursively (sorted)."""
-    found = []
+def collect_images(paths: Sequence[str]) -> Tuple[List[str], str]:
+    """Image files among ``paths`` and one line saying how many were read and what was skipped.
+
+    Folders are searched recursively (sorted). As in training, hidden entries inside them (names
+    starting with ".", e.g. ``.ipynb_checkpoints/`` or ``._x.jpg``) are skipped, and so are files
+    without an image extension; a file named on the command line is always read.
+    """
+    found, hidden, not_images, hidden_names = [], 0, 0, []
     for path in paths:
         if os.path.isdir(path):
             for folder, dirs, files in os.walk(path):
-                dirs.sort()
-                found.extend(os.path.join(folder, f) for f in sorted(files)
-                             if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith("."))
+                for d in sorted(dirs):
+                    if d.startswith("."):
+                        hidden += _count_images(os.path.join(folder, d))
+                        hidden_names.append(d + "/")
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for f in sorted(files):
+                    if not f.lower().endswith(IMAGE_EXTENSIONS):
+                        not_images += not f.startswith(".")  # .DS_Store and the like: not worth a word
+                    elif f.startswith("."):
+                        hidden += 1
+                        hidden_names.append(f)
+                    else:
+                        found.append(os.path.join(folder, f))
         elif os.path.isfile(path):
             found.append(path)
         else:
             raise PredictError(f"{path} is neither an image file nor a folder.")
     if not found:
-        raise PredictError(f"no images found in {list(paths)} (extensions {', '.join(IMAGE_EXTENSIONS)}).")
-    return found
+        raise PredictError(f"no images found in {list(paths)} (extensions {', '.join(IMAGE_EXTENSIONS)}"
+                           f"{'; hidden entries are skipped' if hidden else ''}).")
+    return found, _read_line(len(found), hidden, sorted(set(hidden_names)), not_images)
+
+
+def _count_images(folder: str) -> int:
+    return sum(f.lower().endswith(IMAGE_EXTENSIONS) for _, _, files in os.walk(folder) for f in files)
+
+
+def _read_line(read: int, hidden: int, hidden_names: Sequence[str], not_images: int) -> str:
+    skipped = []
+    if hidden:
+        names = ", ".join(hidden_names[:3]) + (", ..." if len(hidden_names) > 3 else "")
+        skipped.append(f"{_images(hidden)} in hidden files or folders ({names}; training skips them too)")
+    if not_images:
+        skipped.append(f"{not_images} file{'s' * (not_images != 1)} without an image extension")
+    return f"Read {_images(read)}" + (f"; skipped {' and '.join(skipped)}." if skipped else ".")
+
+
+def _images(n: int) -> str:
+    return f"{n} image{'s' * (n != 1)}"
 
 
 def read_classnames(path: str) -> List[str]:
@@ -127,31 +168,33 @@ def main(argv: Optional[Sequence[str]] = None) -> list:
     args = get_parser().parse_args(argv)
     try:
         return run(args)
-    except PredictError as err:
-        print(f"predict.py: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    except (UserError, FileNotFoundError, NotADirectoryError) as err:
+        exit_error(PROG, err)
 
 
 def run(args) -> list:
     from dpl.classifier import load_classifier
-    from user_errors import UserError
 
     if args.topk < 1 or args.batch_size < 1:
         raise PredictError("--topk and --batch-size must be >= 1.")
+    problem = args.json and output_problem(args.json, "predictions.json")
+    if problem:  # before minutes of predicting
+        raise PredictError(f"--json {problem}.")
     spec = parse_run(args.run)
-    files = collect_images(args.images)
+    files, read_line = collect_images(args.images)
     names = read_classnames(args.classnames) if args.classnames else None
-    try:
-        clf = load_classifier(spec["run_dir"], clip_path=spec["clip_path"], clip_config=spec["clip_config"],
-                              classnames=names, epoch=spec["epoch"], device=args.device)
-    except (UserError, FileNotFoundError) as err:
-        raise PredictError(" ".join(str(err).split())) from None
+    clf = load_classifier(spec["run_dir"], clip_path=spec["clip_path"], clip_config=spec["clip_config"],
+                          classnames=names, epoch=spec["epoch"], device=args.device)
+    print(read_line)
     results = predict_files(clf, files, args.topk, args.batch_size)
     print(format_table(results))
     if args.json:
         from dpl.io import atomic_write_json
 
-        atomic_write_json(args.json, results)
+        try:
+            atomic_write_json(args.json, results)
+        except OSError as err:  # e.g. the disk filled up since the check
+            raise PredictError(os_error_line(err, args.json)) from None
         print(f"Wrote {len(results)} predictions to {args.json}")
     return results
 

@@ -163,7 +163,11 @@ class PromptCheckpointMixin:
             checkpoint = load_checkpoint(path)
             state_dict = checkpoint["state_dict"]
             print(f'Loading weights to {name} from "{path}" (epoch = {checkpoint["epoch"]})')
-            load_state_checked(self._models[name], state_dict, path, self.MISMATCH_HINT)
+            load_state_checked(self._models[name], state_dict, path, self.mismatch_hint(directory))
+
+    def mismatch_hint(self, directory: str) -> str:
+        """What to do when the checkpoints in ``directory`` do not fit the model built here."""
+        return self.MISMATCH_HINT
 
     MISMATCH_HINT = ("it was trained by another trainer or with other settings; evaluate it with the "
                      "trainer, prompt settings (TRAINER.<trainer>.*, e.g. TRAINER.COOP.* for CoOp; "

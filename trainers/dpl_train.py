@@ -115,6 +115,19 @@ class DPLTrain(CachedTextEvalMixin, PromptCheckpointMixin, PromptStepMixin, Trai
                 f"vision {list(vision_lengths)}. Pass TRAINER.DPL.CONFIG_FILE {kept} to use those "
                 "prompts, or another --output-dir for a new run.")
 
+    def mismatch_hint(self, directory: str) -> str:
+        """--eval-only with prompts that do not fit: name the configuration file the model was
+        built from, and the run's own one to give instead."""
+        given = self.cfg.TRAINER.DPL.CONFIG_FILE
+        own = os.path.join(directory, "prompt_config.json")
+        if given and os.path.isfile(own) and os.path.samefile(given, own):
+            return self.MISMATCH_HINT  # the run's own configuration: the mismatch lies elsewhere
+        source = (f"the prompt configuration in TRAINER.DPL.CONFIG_FILE {given}" if given else
+                  "the manual prompt configuration (TRAINER.DPL.CONFIG_FILE is empty)")
+        fix = own if os.path.isfile(own) else "<the run's prompt_config.json>"
+        return (f"this model was built from {source}, not from the configuration these prompts were "
+                f"trained with; pass TRAINER.DPL.CONFIG_FILE {fix} (and the run's backbone).")
+
     def _build_teacher(self, clip_model):
         import open_clip
 

@@ -8,9 +8,7 @@ Legacy real-Dassl checkpoints (which pickle a scheduler object) load only with a
 """
 from __future__ import annotations
 
-import errno
 import os
-import pickle
 import random
 import re
 import shutil
@@ -21,7 +19,8 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-from user_errors import UserError, load_state_checked
+from user_errors import (CorruptCheckpointError, UnsafeCheckpointError, UserError,
+                         load_state_checked, load_weights_only)
 
 from .tools import mkdir_if_missing
 from .distributed import get_rank, get_world_size
@@ -35,14 +34,6 @@ __all__ = [
 ]
 
 UNSAFE_LOAD_ENV = "DASSL_ALLOW_UNSAFE_LOAD"
-
-
-class UnsafeCheckpointError(UserError, pickle.UnpicklingError):
-    """A checkpoint needs full unpickling (arbitrary code) and the caller did not opt in."""
-
-
-class CorruptCheckpointError(UserError):
-    """A checkpoint file is truncated or garbled (e.g. an incomplete copy from another machine)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,7 +179,8 @@ def load_checkpoint(fpath, allow_unsafe=None):
     A legacy checkpoint that needs full unpickling (real Dassl pickles its warm-up scheduler) is
     refused with UnsafeCheckpointError unless ``allow_unsafe=True`` or ``DASSL_ALLOW_UNSAFE_LOAD=1``;
     with the opt-in it loads with a warning. Only opt in for files you trust. A truncated or
-    garbled file raises CorruptCheckpointError. Both messages are one line naming the file.
+    garbled file raises CorruptCheckpointError. Both messages are one line naming the file
+    (``user_errors.load_weights_only``, which ``dpl.load_classifier`` reads prompts with too).
     """
     if fpath is None:
         raise ValueError("File path is None")
@@ -198,28 +190,18 @@ def load_checkpoint(fpath, allow_unsafe=None):
     map_location = None if torch.cuda.is_available() else "cpu"
 
     try:
-        try:
-            return torch.load(fpath, map_location=map_location, weights_only=True)
-        except UnicodeDecodeError:
-            return torch.load(fpath, map_location=map_location, weights_only=True, encoding="latin1")
-    except pickle.UnpicklingError as err:
+        return load_weights_only(
+            fpath, map_location,
+            corrupt_fix="copy it again, or delete its run folder to train from scratch.",
+            unsafe_fix="Real Dassl pickles its scheduler into checkpoints: only if you trust this "
+                       "file, set {}=1 to load it anyway; otherwise copy it again.".format(UNSAFE_LOAD_ENV))
+    except UnsafeCheckpointError:
         if not _unsafe_allowed(allow_unsafe):
             print('Unable to load checkpoint from "{}"'.format(fpath))
-            raise UnsafeCheckpointError(
-                'Checkpoint "{}" was refused by torch.load(weights_only=True) ({}): it is damaged, or '
-                "it holds pickled Python objects (e.g. a scheduler saved by real Dassl) that could "
-                "run code; copy it again, or, only if you trust this file, set {}=1 to load it "
-                "anyway.".format(fpath, weights_only_reason(err), UNSAFE_LOAD_ENV)
-            ) from None
-    except (RuntimeError, EOFError) as err:  # zip reader / pickle stream errors of a damaged file
-        print('Unable to load checkpoint from "{}"'.format(fpath))
-        raise _corrupt(fpath, err) from None
-    except OSError as err:
-        # A file cut short at its end makes the zip reader fail with EINVAL (no file name).
-        if err.errno != errno.EINVAL or err.filename is not None:
             raise
+    except CorruptCheckpointError:
         print('Unable to load checkpoint from "{}"'.format(fpath))
-        raise _corrupt(fpath, err) from None
+        raise
 
     warnings.warn(
         'Loading "{}" with full unpickling ({} / allow_unsafe): this can run arbitrary code; '
@@ -230,30 +212,6 @@ def load_checkpoint(fpath, allow_unsafe=None):
     except Exception:
         print('Unable to load checkpoint from "{}"'.format(fpath))
         raise
-
-
-def weights_only_reason(err):
-    """The informative sentence of a torch.load error, on one line (torch's text spans paragraphs
-    and suggests ``weights_only=False``, which is exactly what must not be done blindly)."""
-    text = str(err)
-    marker = "WeightsUnpickler error:"
-    if marker in text:
-        text = text.split(marker, 1)[1]
-    boilerplate = ("Weights only load failed", "Check the documentation", "Please file an issue")
-    for para in re.split(r"\n\s*\n", text):
-        line = " ".join(para.split())
-        if line and not line.startswith(boilerplate):
-            return line.split(". ")[0].rstrip(".")
-    return type(err).__name__
-
-
-def _corrupt(fpath, err):
-    reason = weights_only_reason(err)
-    if reason != type(err).__name__:
-        reason = "{}: {}".format(type(err).__name__, reason)
-    return CorruptCheckpointError(
-        'Checkpoint "{}" is corrupt or truncated ({}); copy it again, or delete its run folder to '
-        "train from scratch.".format(fpath, reason))
 
 
 def read_checkpoint_pointer(fdir):
