@@ -237,6 +237,10 @@ def load_clip(
         file = hf_folder
     else:
         state = read_state_dict(file)
+    if _hf_keys(state):  # position_ids buffers: in older transformers files only, not weights
+        from dpl.hf_clip import IGNORED_KEYS
+
+        state = {k: v for k, v in state.items() if k not in IGNORED_KEYS}
     weights_sha256 = state_sha256(state) if isinstance(state, dict) else None
     if hf_folder and _hf_keys(state):
         from dpl import hf_clip

@@ -96,8 +96,10 @@ def _sub_config(data: dict, name: str, defaults: dict, file: str) -> dict:
 def _int_field(section: dict, tower: str, key: str, file: str) -> int:
     value = section[key]
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise UnsupportedModelError(f"{file}: {tower}.{key} is {value!r}; DPL reads CLIP models with a "
-                                    "positive whole number there (square images and patches).")
+        square = " (DPL reads square images and patches, as transformers' CLIP does)" \
+            if key in ("image_size", "patch_size") else ""
+        raise UnsupportedModelError(f"{file}: {tower}.{key} is {value!r}; it must be a positive whole "
+                                    f"number{square}.")
     return value
 
 
@@ -331,7 +333,7 @@ def read_preprocess(folder: str, image_size: int) -> Tuple[dict, str]:
            "interpolation": "bicubic"}
     file = os.path.join(folder, PREPROCESSOR_FILE)
     if not os.path.isfile(file):
-        return out, f"no {PREPROCESSOR_FILE}: CLIP's defaults"
+        return out, f"CLIP's defaults (no {PREPROCESSOR_FILE})"
     data = read_json(file, "the image processor config")
     notes = []
     if data.get("do_rescale", True) is False or \
@@ -434,7 +436,7 @@ _FLAT = {"text_model.embeddings.token_embedding.weight": "token_embedding.weight
          "vision_model.post_layernorm.bias": "visual.ln_post.bias",
          "logit_scale": "logit_scale"}
 _TRANSPOSED = {"text_projection.weight": "text_projection", "visual_projection.weight": "visual.proj"}
-_IGNORED = ("text_model.embeddings.position_ids", "vision_model.embeddings.position_ids")
+IGNORED_KEYS = ("text_model.embeddings.position_ids", "vision_model.embeddings.position_ids")
 
 
 def expected_keys(arch: dict) -> List[str]:
@@ -449,7 +451,7 @@ def expected_keys(arch: dict) -> List[str]:
 def to_open_clip_state(state: Dict[str, torch.Tensor], arch: dict, source: str) -> Dict[str, torch.Tensor]:
     """transformers CLIPModel weights -> open_clip CLIP weights (same values, open_clip's layout)."""
     want = expected_keys(arch)
-    have = {k for k in state if k not in _IGNORED}
+    have = {k for k in state if k not in IGNORED_KEYS}
     missing = [k for k in want if k not in have]
     unexpected = sorted(have - set(want))
     if unexpected:
@@ -462,7 +464,7 @@ def to_open_clip_state(state: Dict[str, torch.Tensor], arch: dict, source: str) 
                               f"describes (e.g. {missing[:2]}); check the folder's config.json and weights.")
     out = {}
     for key, value in state.items():
-        if key in _IGNORED:
+        if key in IGNORED_KEYS:
             continue
         if key in _FLAT:
             out[_FLAT[key]] = value
