@@ -334,6 +334,24 @@ def test_gradcam_zeroshot_column_on_a_folder(folders, tmp_path):
         assert img.format == "PNG"
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "amp", "bf16"])
+def test_cuda_folder_features_match_the_cpu_fp32_model(folders, precision):
+    from dpl.precision import autocast
+
+    images, ids = torch.randn(2, 3, 32, 32), open_clip.tokenize(PROMPTS[:2])
+    ref = load_clip("m", folders["gelu-bin"])
+    gpu = load_clip("m", folders["gelu-bin"], precision=precision, device="cuda")
+    with torch.no_grad():
+        ref_img, ref_txt = ref.encode_image(images), ref.encode_text(ids)
+        with autocast(precision, "cuda"):
+            img = gpu.encode_image(images.cuda().to(gpu.visual.conv1.weight.dtype)).float().cpu()
+            txt = gpu.encode_text(ids.cuda()).float().cpu()
+    tol = 1e-3 if precision == "fp32" else 5e-2  # TF32 / half precision
+    assert F.cosine_similarity(img, ref_img).min() > 1 - tol
+    assert F.cosine_similarity(txt, ref_txt).min() > 1 - tol
+
+
 # ----------------------------------------------------------------------------------------------
 # End to end through train.py and tools/predict.py
 # ----------------------------------------------------------------------------------------------
