@@ -211,6 +211,8 @@ def load_clip(
 
     backbone: an OpenAI name (``ViT-B/16``), an open_clip name (``ViT-B-16``) or any name with
     ``path`` (and, for an open_clip architecture it does not list, ``config``: a model-config JSON).
+    ``path`` may be a Hugging Face transformers CLIP folder (``dpl.hf_clip``): its config.json gives
+    the architecture whatever ``backbone`` is.
     precision: "fp32", "amp" and "bf16" keep fp32 weights (the last two autocast the forward pass);
     "fp16" casts matmul weights to half (CUDA only).
     """
@@ -224,11 +226,6 @@ def load_clip(
     file = resolve_checkpoint(backbone, path)
     hf_folder = hf_folder_of(file)
     config_sha256 = None
-    if hf_folder and config and os.path.abspath(os.path.expanduser(config)) != os.path.join(hf_folder,
-                                                                                          "config.json"):
-        raise CheckpointError(
-            f"MODEL.BACKBONE.CONFIG {config!r} is set, but MODEL.BACKBONE.PATH {path!r} is a Hugging Face "
-            "folder whose config.json gives the architecture: remove MODEL.BACKBONE.CONFIG.")
     if hf_folder and (os.path.isdir(file) or os.path.basename(file) == "config.json"):
         from dpl import hf_clip
 
@@ -245,6 +242,10 @@ def load_clip(
     if hf_folder and _hf_keys(state):
         from dpl import hf_clip
 
+        if config and os.path.abspath(os.path.expanduser(config)) != os.path.join(hf_folder, "config.json"):
+            raise CheckpointError(
+                f"MODEL.BACKBONE.CONFIG {config!r} is set, but MODEL.BACKBONE.PATH {path!r} is a Hugging "
+                "Face folder whose config.json gives the architecture: remove MODEL.BACKBONE.CONFIG.")
         if file != hf_folder:
             print(f"MODEL.BACKBONE.PATH {file} is the weights file of a Hugging Face CLIP folder: reading it "
                   f"with the folder's config.json")
