@@ -84,6 +84,24 @@ def test_features_and_logits_equal_transformers_clipmodel(folders, variant):
     assert context == VARIANTS[variant][3].get("text", {}).get("max_position_embeddings", 77)
 
 
+def test_legacy_config_dict_keys_win_as_in_transformers(folders, tmp_path):
+    """Old config.json files carry text_config_dict/vision_config_dict; transformers reads those."""
+    folder = shutil.copytree(folders["gelu-bin"], tmp_path / "legacy")
+
+    def legacy(d):
+        for name in ("text_config", "vision_config"):
+            d[f"{name}_dict"] = dict(d[name])
+            d[name].update(hidden_act="quick_gelu", layer_norm_eps=0.1)  # overridden by the dicts
+    edit_config(folder, legacy)
+    images, ids = torch.randn(2, 3, 32, 32), open_clip.tokenize(PROMPTS)
+    hf_img, hf_txt, _ = _transformers_outputs(str(folder), ids, images)
+    model = load_clip("m", str(folder))
+    with torch.no_grad():
+        assert (model.encode_image(images) - hf_img).abs().max() <= TOL
+        assert (model.encode_text(ids) - hf_txt).abs().max() <= TOL
+    assert type(model.transformer.resblocks[0].mlp.gelu) is torch.nn.GELU
+
+
 def test_comparison_is_sensitive_to_the_activation(folders, tmp_path):
     """The same weights read as QuickGELU instead of GELU give visibly different features."""
     folder = shutil.copytree(folders["gelu-bin"], tmp_path / "as-quick")
@@ -141,6 +159,30 @@ def test_preprocessor_config_sets_input_defaults_but_command_line_wins(folders, 
     assert "INPUT.PIXEL_STD" not in changed
     # Without preprocessor_config.json: CLIP's defaults at the model's image size.
     assert preprocess_of(load_clip("m", folders["gelu-bin"]))["interpolation"] == "bicubic"
+
+
+@pytest.mark.parametrize("pre, want, note", [
+    ({"resample": 1}, {"interpolation": "bicubic"}, "resample 1 is not one of"),
+    ({"do_normalize": False}, {"mean": (0.0,) * 3, "std": (1.0,) * 3}, "no normalization"),
+    ({"size": 36, "crop_size": 32, "image_mean": 0.5}, {"mean": (0.5,) * 3}, "resizes to 36 before cropping 32"),
+    ({"size": {"shortest_edge": 40}, "crop_size": {"height": 40, "width": 40}}, {"size": (32, 32)},
+     "is not the model's image size"),
+])
+def test_odd_preprocessor_configs_do_the_right_thing_and_say_so(tmp_path, pre, want, note):
+    from dpl.hf_clip import read_preprocess
+
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(pre))
+    out, source = read_preprocess(str(tmp_path), 32)
+    assert {k: out[k] for k in want} == want and note in source
+
+
+def test_a_preprocessor_config_that_does_not_scale_pixels_is_refused(tmp_path):
+    from dpl.hf_clip import read_preprocess
+
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({"do_rescale": False}))
+    with pytest.raises(UnsupportedModelError) as info:
+        read_preprocess(str(tmp_path), 32)
+    assert "do_rescale" in _one_line_error(info)
 
 
 def _one_line_error(exc_info):
