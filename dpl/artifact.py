@@ -6,8 +6,9 @@ Schema version 1::
     {"schema": "dpl-prompt-config/1", "backbone": BACKBONE, "text": BRANCH, "vision": BRANCH,
      "history_file": "alpha_history.json", "provenance": {...}, ["classifier": {...}]}
     BRANCH = {"num_blocks", "width", "options", "lengths", "alpha", "probs", "dominant"}
-    BACKBONE = {"name", "file", "config", "sha256"} (``dpl.clip_loader.backbone_record``), or a
-               name string (older files, hand-written configurations)
+    BACKBONE = {"name", "file", "config", "sha256", "config_sha256"}
+               (``dpl.clip_loader.backbone_record``; older files lack config_sha256), or a name
+               string (older files, hand-written configurations)
 
 A train run's copy also holds ``classifier`` (``dpl.classifier.classifier_info``): what a prediction
 needs besides the prompts (class names, text input, input preprocessing).
@@ -199,12 +200,23 @@ def backbone_name(art: Mapping) -> str:
 
 
 def check_backbone(art: Mapping, backbone: Mapping, source: str) -> None:
-    """Refuse an artifact made on another checkpoint: both SHA-256s known and different.
+    """Refuse an artifact made on another checkpoint or architecture: both SHA-256s (of the weights,
+    or of the architecture the config builds) known and different.
 
     ``backbone`` is the loaded model's ``backbone_record``; name-only artifacts are not checked.
     """
     have = art.get("backbone")
-    if not isinstance(have, Mapping) or not have.get("sha256") or not backbone.get("sha256"):
+    if not isinstance(have, Mapping):
+        return
+    if have.get("config_sha256") and backbone.get("config_sha256") and \
+            have["config_sha256"] != backbone["config_sha256"]:
+        raise ArtifactError(
+            f"Prompt configuration {source} was made on a model built from {have.get('config')!r} "
+            f"(architecture sha256 {have['config_sha256'][:12]}...), but the loaded model's config "
+            f"{backbone.get('config')!r} builds another architecture (sha256 "
+            f"{backbone['config_sha256'][:12]}...). Set MODEL.BACKBONE.PATH/CONFIG to the model the "
+            "search ran on, or search again on this one.")
+    if not have.get("sha256") or not backbone.get("sha256"):
         return
     if have["sha256"] != backbone["sha256"]:
         raise ArtifactError(

@@ -1,10 +1,13 @@
 """Load CLIP from a local file through open_clip. Never downloads.
 
-Two kinds of model, one result (a frozen ``open_clip.model.CLIP``, batch-first transformers):
+Three kinds of model, one result (a frozen ``open_clip.model.CLIP``, batch-first transformers):
 
 - OpenAI's: a backbone name of OpenAI's (``ViT-B/16``) or any other name with an OpenAI-format file.
   The checkpoint is a TorchScript archive (the ``.pt`` files OpenAI publishes) or a plain state dict
-  with the same key names; depth, widths and heads are read from the weights, never assumed.
+  with the same key names; depth, widths and heads are read from the weights, never assumed. A name
+  that is neither OpenAI's nor open_clip's but close to one of them (a misspelling) is refused for a
+  plain state dict, listing the close names; other names (``demo``, your own label) are read in
+  OpenAI's format and the log says so.
 - open_clip's: an open_clip model name (``ViT-B-16``, ``ViT-L-14``, ``ViT-B-32-quickgelu``, ...; see
   ``open_clip.list_models()``) or any name with a model-config JSON (``config=``, the
   ``MODEL.BACKBONE.CONFIG`` key), plus a state dict in open_clip's format (``.bin``/``.pt``/``.pth``
@@ -12,9 +15,12 @@ Two kinds of model, one result (a frozen ``open_clip.model.CLIP``, batch-first t
   config also gives the preprocessing (``preprocess_of``) and the tokenizer's context length; parts
   DPL cannot walk (timm or Hugging Face towers, custom attention blocks, attentional pooling, a
   non-CLIP tokenizer) are refused when the model is loaded, naming the config field.
+- Hugging Face ``transformers``' (``dpl.hf_clip``): ``path`` is a folder saved by
+  ``CLIPModel.save_pretrained`` (``config.json`` + ``model.safetensors`` or ``pytorch_model.bin``);
+  its config.json gives the architecture whatever the name.
 
-``backbone_record(model)`` is what an artifact stores (name, file, config, SHA-256 of the weights), so
-a prompt configuration is never used on another model.
+``backbone_record(model)`` is what an artifact stores (name, file, config, SHA-256 of the weights and
+of the architecture a config builds), so a prompt configuration is never used on another model.
 
 Security note: a TorchScript archive is code as well as weights; ``torch.jit.load`` runs it. Only
 load archives from a trusted source (OpenAI's files, or your own). Plain state dicts are read with
@@ -23,6 +29,7 @@ load archives from a trusted source (OpenAI's files, or your own). Plain state d
 from __future__ import annotations
 
 import copy
+import difflib
 import hashlib
 import json
 import os
@@ -78,11 +85,22 @@ def resolve_checkpoint(backbone: str, path: str = "") -> str:
     """
     if path:
         candidate = os.path.abspath(os.path.expanduser(path))
+        if os.path.isdir(candidate):
+            from dpl.hf_clip import is_hf_folder
+
+            if is_hf_folder(candidate):
+                return candidate
+            raise CheckpointError(
+                f"MODEL.BACKBONE.PATH {path!r} is a folder without a config.json: give a checkpoint "
+                "file, or a Hugging Face transformers CLIP folder (config.json + model.safetensors or "
+                "pytorch_model.bin, as CLIPModel.save_pretrained writes it).")
     else:
         fname = OPENAI_FILENAMES.get(backbone)
         if fname is None:
+            close = close_names(backbone)
             raise CheckpointError(
-                f"Unknown backbone {backbone!r} and no MODEL.BACKBONE.PATH given. Known OpenAI names: "
+                f"Unknown backbone {backbone!r} and no MODEL.BACKBONE.PATH given"
+                f"{' (close names: ' + ', '.join(close) + ')' if close else ''}. Known OpenAI names: "
                 f"{', '.join(OPENAI_FILENAMES)}. For an open_clip model (e.g. ViT-B-16) or any other "
                 "model, set MODEL.BACKBONE.PATH to its local checkpoint file (nothing is downloaded)."
             )
@@ -95,6 +113,35 @@ def resolve_checkpoint(backbone: str, path: str = "") -> str:
             "or point MODEL.BACKBONE.PATH (scripts: CLIP_CHECKPOINT) to a local copy."
         )
     return candidate
+
+
+def known_names() -> list:
+    """Every model name DPL resolves by itself: OpenAI's and open_clip's."""
+    return list(OPENAI_FILENAMES) + [n for n in open_clip.list_models() if n not in OPENAI_FILENAMES]
+
+
+def close_names(backbone: str, n: int = 5) -> list:
+    """Known model names close to ``backbone`` (difflib, case-insensitive), best first."""
+    lower = {}
+    for name in known_names():
+        lower.setdefault(name.lower(), name)
+    return [lower[m] for m in difflib.get_close_matches(str(backbone).lower(), list(lower), n=n)]
+
+
+def check_unknown_name(backbone: str, file: str) -> None:
+    """A name that is neither OpenAI's nor open_clip's, without ``MODEL.BACKBONE.CONFIG``, for a
+    plain state dict: refused when it is close to a known name (a misspelling would otherwise read
+    an open_clip GELU file as an OpenAI QuickGELU one); other names (``demo``, your own label) read
+    the file in OpenAI's format and say so."""
+    close = close_names(backbone)
+    if close:
+        raise CheckpointError(
+            f"MODEL.BACKBONE.NAME {backbone!r} is neither an OpenAI nor an open_clip model name (close: "
+            f"{', '.join(close)}); fix the name, or for an architecture open_clip does not list set "
+            "MODEL.BACKBONE.CONFIG to its model-config JSON.")
+    print(f"MODEL.BACKBONE.NAME {backbone!r} is not an OpenAI or open_clip model name: reading {file} as an "
+          "OpenAI-format checkpoint (architecture from the weights, QuickGELU); for an open_clip model give "
+          "its open_clip name or MODEL.BACKBONE.CONFIG.")
 
 
 def read_state_dict(file: str) -> Dict[str, torch.Tensor]:
@@ -151,6 +198,8 @@ def load_clip(
 
     backbone: an OpenAI name (``ViT-B/16``), an open_clip name (``ViT-B-16``) or any name with
     ``path`` (and, for an open_clip architecture it does not list, ``config``: a model-config JSON).
+    ``path`` may be a Hugging Face transformers CLIP folder (``dpl.hf_clip``): its config.json gives
+    the architecture whatever ``backbone`` is.
     precision: "fp32", "amp" and "bf16" keep fp32 weights (the last two autocast the forward pass);
     "fp16" casts matmul weights to half (CUDA only).
     """
@@ -162,13 +211,49 @@ def load_clip(
             "PREC fp16 needs a CUDA device; on CPU use fp32 (e.g. add `TRAINER.DPL.PREC fp32`)."
         )
     file = resolve_checkpoint(backbone, path)
-    state = read_state_dict(file)
+    hf_folder = hf_folder_of(file)
+    config_sha256 = None
+    if hf_folder and (os.path.isdir(file) or os.path.basename(file) == "config.json"):
+        from dpl import hf_clip
+
+        files = hf_clip.weight_files(hf_folder)
+        state = hf_clip.read_weights(files)
+        file = hf_folder
+    else:
+        state = read_state_dict(file)
+    if _hf_keys(state):  # position_ids buffers: in older transformers files only, not weights
+        from dpl.hf_clip import IGNORED_KEYS
+
+        state = {k: v for k, v in state.items() if k not in IGNORED_KEYS}
     weights_sha256 = state_sha256(state) if isinstance(state, dict) else None
-    if is_open_clip_model(backbone, config):
+    if hf_folder and _hf_keys(state):
+        from dpl import hf_clip
+
+        if config and os.path.abspath(os.path.expanduser(config)) != os.path.join(hf_folder, "config.json"):
+            raise CheckpointError(
+                f"MODEL.BACKBONE.CONFIG {config!r} is set, but MODEL.BACKBONE.PATH {path!r} is a Hugging "
+                "Face folder whose config.json gives the architecture: remove MODEL.BACKBONE.CONFIG.")
+        if file != hf_folder:
+            print(f"MODEL.BACKBONE.PATH {file} is the weights file of a Hugging Face CLIP folder: reading it "
+                  f"with the folder's config.json")
+        model, arch, description = hf_clip.build(hf_folder, state, file)
+        print(description)
+        config, config_sha256 = arch["config"], hf_clip.architecture_sha256(arch)
+        if precision == "fp16":
+            convert_weights_to_lp(model)
+    elif _hf_keys(state):
+        raise CheckpointError(
+            f"{file} holds Hugging Face transformers CLIPModel weights, but no config.json lies beside it: "
+            "set MODEL.BACKBONE.PATH to the model's folder (config.json + weights, as save_pretrained "
+            "writes it).")
+    elif is_open_clip_model(backbone, config):
         model = _build_open_clip(backbone, config, file, state)
+        config_sha256 = _json_sha256(open_clip_config(backbone, config)[0])
         if precision == "fp16":
             convert_weights_to_lp(model)  # as OpenAI's files are: matmul weights in half
     else:
+        if backbone not in OPENAI_FILENAMES and not (zipfile.is_zipfile(file) and _is_torchscript(file)):
+            check_unknown_name(backbone, file)  # (OpenAI's TorchScript archives are unambiguous)
         model = _build_openai(file, state)
     model = model.to(device)
     if precision != "fp16":
@@ -181,7 +266,34 @@ def load_clip(
     model.dpl_checkpoint = file
     model.dpl_config = os.path.abspath(os.path.expanduser(config)) if config else ""
     model.dpl_sha256 = weights_sha256
+    model.dpl_config_sha256 = config_sha256
     return model
+
+
+def hf_folder_of(path: str) -> str:
+    """The Hugging Face transformers folder ``path`` names: the folder itself, its ``config.json``
+    or its ``model.safetensors``/``pytorch_model.bin``; "" otherwise."""
+    from dpl.hf_clip import WEIGHT_FILES, is_hf_folder
+
+    if not path:
+        return ""
+    path = os.path.abspath(os.path.expanduser(path))
+    if os.path.isdir(path):
+        return path if is_hf_folder(path) else ""
+    folder = os.path.dirname(path)
+    if os.path.basename(path) in ("config.json", *WEIGHT_FILES) and is_hf_folder(folder):
+        return folder
+    return ""
+
+
+def _hf_keys(state) -> bool:
+    from dpl.hf_clip import has_hf_keys
+
+    return has_hf_keys(state)
+
+
+def _json_sha256(data) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _build_openai(file: str, state) -> CLIP:
@@ -289,9 +401,15 @@ def preprocess_from_config(model_cfg: dict, overrides: Optional[dict] = None) ->
     return out
 
 
-def model_preprocess(backbone: str, config: str = "") -> Optional[dict]:
-    """The preprocessing an open_clip model's config prescribes (no weights read); None for OpenAI
-    models, whose preprocessing is OpenAI's (the trainer configs' INPUT values)."""
+def model_preprocess(backbone: str, config: str = "", path: str = "") -> Optional[dict]:
+    """The preprocessing an open_clip model's config or a Hugging Face folder's
+    ``preprocessor_config.json`` prescribes (no weights read); None for OpenAI models, whose
+    preprocessing is OpenAI's (the trainer configs' INPUT values)."""
+    folder = hf_folder_of(path)
+    if folder:
+        from dpl.hf_clip import folder_preprocess
+
+        return folder_preprocess(folder)
     if not is_open_clip_model(backbone, config):
         return None
     model_cfg, overrides, _ = open_clip_config(backbone, config)
@@ -373,10 +491,13 @@ def state_sha256(state: Dict[str, torch.Tensor]) -> str:
 
 
 def backbone_record(model: CLIP) -> dict:
-    """{"name", "file", "config", "sha256"} of a model from ``load_clip`` (the weights' hash; None
-    for a model built otherwise)."""
+    """{"name", "file", "config", "sha256", "config_sha256"} of a model from ``load_clip``: the
+    weights' hash and the hash of the architecture its config builds (None for OpenAI files, whose
+    architecture the weights give, and for a model built otherwise). For a Hugging Face folder
+    "file" is the folder and "config" its config.json."""
     return {"name": getattr(model, "dpl_backbone", ""), "file": getattr(model, "dpl_checkpoint", ""),
-            "config": getattr(model, "dpl_config", ""), "sha256": getattr(model, "dpl_sha256", None)}
+            "config": getattr(model, "dpl_config", ""), "sha256": getattr(model, "dpl_sha256", None),
+            "config_sha256": getattr(model, "dpl_config_sha256", None)}
 
 
 def save_openai_checkpoint(model: CLIP, file: str) -> None:

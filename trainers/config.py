@@ -123,16 +123,18 @@ MODEL_INPUT_KEYS = {"INPUT.SIZE": "size", "INPUT.PIXEL_MEAN": "mean", "INPUT.PIX
 
 
 def apply_model_input(cfg, opts) -> list:
-    """Default ``INPUT.SIZE/PIXEL_MEAN/PIXEL_STD/INTERPOLATION`` from an open_clip model's config.
+    """Default ``INPUT.SIZE/PIXEL_MEAN/PIXEL_STD/INTERPOLATION`` from an open_clip model's config
+    or a Hugging Face folder's ``preprocessor_config.json``.
 
     The trainer YAMLs hold OpenAI's values; for an open_clip model (an open_clip name or
-    ``MODEL.BACKBONE.CONFIG``) its own config wins over them, and a key given in the command-line
+    ``MODEL.BACKBONE.CONFIG``) or a Hugging Face folder its own values win over them, and a key given in the command-line
     ``opts`` wins over both. OpenAI models keep the YAML values. Returns the keys that were set.
     Call after merging the opts, before ``cfg.freeze()``.
     """
     from dpl.clip_loader import model_preprocess
 
-    pre = model_preprocess(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.CONFIG)
+    pre = model_preprocess(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.CONFIG,
+                           getattr(cfg.MODEL.BACKBONE, "PATH", ""))
     if pre is None:
         return []
     given = set(opts[0::2])
