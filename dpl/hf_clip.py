@@ -27,7 +27,8 @@ from typing import Dict, List, Optional, Tuple
 import torch
 
 from dpl.clip_loader import (CLIP_VOCAB_SIZE, OPENAI_MEAN, OPENAI_STD, CheckpointError,
-                             UnsupportedModelError, _reason)
+                             UnsupportedModelError)
+from user_errors import weights_only_reason
 
 CONFIG_FILE = "config.json"
 PREPROCESSOR_FILE = "preprocessor_config.json"
@@ -407,7 +408,7 @@ def read_weights(files: List[str]) -> Dict[str, torch.Tensor]:
                 part = torch.load(file, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch and safetensors raise many types for corrupt files
             raise CheckpointError(f"Could not read the CLIP weights {file} ({type(exc).__name__}: "
-                                  f"{_reason(exc)}); the file is corrupt, truncated or not a weights-only "
+                                  f"{weights_only_reason(exc)}); the file is corrupt, truncated or not a weights-only "
                                   "checkpoint: copy it again.") from None
         if not isinstance(part, dict) or not all(isinstance(v, torch.Tensor) for v in part.values()):
             raise CheckpointError(f"{file} is not a state dict of tensors; copy the model folder again.")
