@@ -35,6 +35,7 @@ from datasets.coop_base import CoOpDataset, Splits
 from datasets.errors import DatasetFormatError, DatasetLayoutError
 from user_errors import UserError
 from dpl.classifier import IMAGE_EXTENSIONS
+from dpl.images import SUPPORTED_MODES
 
 OWN_DOCS = 'docs/DATASETS.md ("Your own data")'
 SPLIT_SEED = 0  # the split of train/ into train/val/test never depends on --seed
@@ -65,12 +66,14 @@ def read_classnames_file(path: str) -> Dict[str, str]:
 
 
 def unreadable_images(impaths: Sequence[str]) -> List[Tuple[str, str]]:
-    """(path, reason) for every file PIL cannot identify (only the header is read: fast)."""
+    """(path, reason) for every file PIL cannot identify or whose pixel mode the image loader
+    (dpl/images.py) cannot turn into RGB (only the header is read: fast)."""
     bad = []
     for impath in impaths:
         try:
             with Image.open(impath) as img:
-                img.size  # noqa: B018  (identifying the format is the check)
+                if img.mode not in SUPPORTED_MODES:
+                    bad.append((impath, f"pixel mode {img.mode}, which cannot be converted to RGB"))
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
             bad.append((impath, " ".join(str(err).split()) or type(err).__name__))
     return bad
