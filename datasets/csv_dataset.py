@@ -95,7 +95,7 @@ class CSVDataset(OwnDataset):
                         f"{split!r}; every row needs a path, a label and a split in {list(SPLITS)} "
                         "(or an empty split = train)."
                     )
-                full = os.path.join(self.dataset_dir, os.path.expanduser(path))
+                full = os.path.normpath(os.path.join(self.dataset_dir, os.path.expanduser(path)))
                 if not os.path.isfile(full):
                     raise DatasetLayoutError(
                         f"{self.csv_path} line {lineno} lists {path!r}, but {describe_missing_image(full)} "

@@ -433,11 +433,19 @@ class ImageFolder(OwnDataset):
             print(f"ImageFolder: {'; '.join(parts)}")
 
     def note_unsplit_classes(self, train, val, test) -> None:
-        known = defaultdict(set)
+        known, renamed = defaultdict(set), {}
         for item in (*train, *val, *test):
             parts = os.path.relpath(item.impath, self.dataset_dir).split(os.sep)
             if len(parts) >= 3:
                 known[parts[0]].add(parts[1])
+                if self.classname_of(parts[1]) != item.classname:
+                    renamed[parts[1]] = item.classname
+        if renamed:
+            folder, old = sorted(renamed.items())[0]
+            print(f"Note: {self.names_file} (or the folder names) now name {len(renamed)} class(es) otherwise than "
+                  f"{self.split_path} (folder {folder!r}: {old!r} there, {self.classname_of(folder)!r} now); the "
+                  f"split file's names are used: delete it to apply the new names (with the same images the "
+                  "split comes out the same).")
         added = []
         for split in ("train", "val", "test"):
             folder = os.path.join(self.dataset_dir, split)

@@ -249,6 +249,20 @@ def test_class_folder_added_after_the_split_is_said_with_how_to_split_again(tmp_
     assert "zebra" in load(root).classnames
 
 
+def test_class_names_changed_after_the_split_are_said(tmp_path, capsys):
+    root = make_imagefolder(tmp_path / "d")
+    first = load(root)
+    with open(os.path.join(root, "classnames.txt"), "w") as fh:
+        fh.write("blue\tblue sky\n")
+    capsys.readouterr()
+    assert load(root).classnames == first.classnames
+    notes = [line for line in capsys.readouterr().out.splitlines() if "otherwise than" in line]
+    assert len(notes) == 1 and "'blue' there, 'blue sky' now" in notes[0] and "delete it" in notes[0]
+    os.remove(os.path.join(root, SPLIT))
+    again = load(root)
+    assert again.classnames[0] == "blue sky" and paths(again.test) == paths(first.test)
+
+
 def test_renamed_class_folder_suggests_the_imagefolder_fix(tmp_path, tiny_clip_path, capsys, monkeypatch):
     root = make_imagefolder(tmp_path / "d")
     load(root)
