@@ -16,9 +16,9 @@ import os
 from typing import List, Tuple
 
 from dassl.data.datasets import DATASET_REGISTRY
+from dassl.data.datasets.base_dataset import describe_missing_image
 
 from datasets.errors import DatasetFormatError, DatasetLayoutError
-from dassl.data.datasets.base_dataset import describe_missing_image
 from datasets.imagefolder import OWN_DOCS, Listing, NameMap, OwnDataset, read_classnames_file
 
 SPLITS = ("train", "val", "test")
@@ -115,6 +115,12 @@ class CSVDataset(OwnDataset):
 
     def describe(self, split: str, key: str) -> str:
         return f"class {key!r} (label column) of the {split} rows of {self.csv_path}"
+
+    def note_unsplit_classes(self, train, val, test) -> None:
+        if os.path.getmtime(self.csv_path) > os.path.getmtime(self.split_path):
+            print(f"Note: {self.csv_path} changed after {self.split_path} was saved; the saved split is used "
+                  f"(new rows and labels are not); delete {self.split_path} to split again (the val and test "
+                  "images may then change, and the few-shot caches are dropped).")
 
     def names_hint(self) -> str:
         return (f"pass DATASET.CLASSNAMES <file> with '<label><TAB><class name>' lines (relative to --root, "

@@ -173,9 +173,11 @@ class OwnDataset(CoOpDataset):
         """After reading a saved split: say which classes of the data it does not hold."""
 
     # -- CoOpDataset hooks ---------------------------------------------------------------------------
+    changes = "images moved or deleted"  # what makes a saved split list images that are gone
+
     def stale_split_fix(self) -> str:
-        return (f"the data changed since the split was saved (a {self.key_word} renamed, images moved or "
-                f"deleted): delete {self.split_path} to split again (this also drops the few-shot caches)")
+        return (f"the data changed since the split was saved ({self.changes}): delete {self.split_path} to "
+                "split again (this also drops the few-shot caches)")
 
     def load_split(self) -> Splits:
         saved = os.path.exists(self.split_path)
@@ -334,6 +336,7 @@ class ImageFolder(OwnDataset):
     split_name = "ImageFolder"
     where_train = "train/"
     key_word = "class folder"
+    changes = "a class folder renamed, images moved or deleted"
     layout = (
         "<DATASET.ROOT>/           (--root / DATA point at this folder)\n"
         "  train/<class>/<image>   one folder per class (images in its sub-folders count too)\n"

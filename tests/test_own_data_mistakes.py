@@ -263,6 +263,18 @@ def test_class_names_changed_after_the_split_are_said(tmp_path, capsys):
     assert again.classnames[0] == "blue sky" and paths(again.test) == paths(first.test)
 
 
+def test_csv_changed_after_the_split_is_said(tmp_path, capsys):
+    root = make_imagefolder(tmp_path / "d")
+    write_csv(os.path.join(root, "labels.csv"), ["path,label", *csv_rows(root)])
+    load(root, name="CSVDataset", CSV="labels.csv")
+    split = os.path.join(root, "split_zhou_labels.json")
+    os.utime(split, (1_000_000, 1_000_000))  # the CSV is edited later
+    capsys.readouterr()
+    load(root, name="CSVDataset", CSV="labels.csv")
+    notes = [line for line in capsys.readouterr().out.splitlines() if "changed after" in line]
+    assert len(notes) == 1 and f"delete {split} to split again" in notes[0]
+
+
 def test_renamed_class_folder_suggests_the_imagefolder_fix(tmp_path, tiny_clip_path, capsys, monkeypatch):
     root = make_imagefolder(tmp_path / "d")
     load(root)
