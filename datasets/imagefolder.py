@@ -388,6 +388,8 @@ class ImageFolder(OwnDataset):
     def _list_split(self, folder: str, found: Dict[str, list]) -> List[Tuple[str, str]]:
         """Images of each class folder of ``folder``, its sub-folders included (hidden ones skipped)."""
         items = []
+        found["hidden"].extend(os.path.join(folder, d) for d in sorted(os.listdir(folder))
+                               if d.startswith(".") and os.path.isdir(os.path.join(folder, d)))
         for name in sorted(listdir_nohidden(folder)):
             cls_dir = os.path.join(folder, name)
             if not os.path.isdir(cls_dir):

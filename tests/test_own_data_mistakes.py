@@ -201,6 +201,7 @@ def test_images_in_sub_folders_of_a_class_are_read_and_hidden_folders_skipped(tm
     root = make_imagefolder(tmp_path / "d")
     write_images(os.path.join(root, "train", "blue", "2019", "march"), CLASSES["blue"], 5, start=200)
     write_images(os.path.join(root, "train", "blue", ".ipynb_checkpoints"), CLASSES["blue"], 3, start=300)
+    write_images(os.path.join(root, "train", ".ipynb_checkpoints", "blue"), CLASSES["blue"], 2, start=400)
     capsys.readouterr()
     ds = load(root)
     every = paths(ds.train_x) + paths(ds.val) + paths(ds.test)
@@ -209,8 +210,8 @@ def test_images_in_sub_folders_of_a_class_are_read_and_hidden_folders_skipped(tm
     assert all(item.classname == "blue" for item in ds.train_x + ds.val + ds.test if "/2019/" in item.impath)
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("ImageFolder: read 5")]
     assert len(lines) == 1, lines
-    assert "train/blue/2019/march" in lines[0] and "skipped 1 hidden folder" in lines[0]
-    assert "train/blue/.ipynb_checkpoints" in lines[0]
+    assert "train/blue/2019/march" in lines[0] and "skipped 2 hidden folder" in lines[0]
+    assert "train/blue/.ipynb_checkpoints" in lines[0] and "train/.ipynb_checkpoints" in lines[0]
 
 
 # -------------------------------------------------------------------------------------------------
