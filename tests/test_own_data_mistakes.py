@@ -64,6 +64,21 @@ def test_csv_absolute_paths_outside_the_csv_folder_read_back_the_same(tmp_path):
     assert len(every) == 30 and all(os.path.isfile(p) for p in every)
 
 
+def test_csv_absolute_paths_train_again_through_train_py(tmp_path, tiny_clip_path):
+    """The run after the one that saved the split (here a second DPLTrain) reads the same images."""
+    from tests.helpers.runs import final_accuracy, run_train
+
+    images = make_imagefolder(tmp_path / "images")
+    csv_dir = tmp_path / "csv"
+    os.makedirs(csv_dir)
+    write_csv(csv_dir / "labels.csv", ["path,label", *[os.path.join(images, r) for r in csv_rows(images)]])
+    for run in ("first", "second"):
+        out = tmp_path / run
+        run_train(own_argv(csv_dir, out, tiny_clip_path, "csv", ["DATASET.CSV", "labels.csv"]))
+        assert 0 <= final_accuracy(out / "log.txt") <= 100
+    assert "Reading split from" in (tmp_path / "second" / "log.txt").read_text()
+
+
 # -------------------------------------------------------------------------------------------------
 # Case 1: a broken symbolic link
 
