@@ -9,6 +9,7 @@ lives here once. CoOp's static helpers stay reachable under their old names
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import Counter
 from typing import List, Tuple
@@ -77,6 +78,18 @@ def label_of(cname2lab: dict, name: str, path: str, lineno: int, listing: str) -
         ) from None
 
 
+def cache_dir_for(cfg, dataset_dir: str) -> str:
+    """``dataset_dir`` when ``DATASET.CACHE_DIR`` is empty; else a folder inside CACHE_DIR named after
+    the dataset folder and a hash of its absolute path (datasets with equal names stay apart)."""
+    cache_root = getattr(cfg.DATASET, "CACHE_DIR", "") or ""
+    if not cache_root:
+        return dataset_dir
+    folder = os.path.abspath(dataset_dir)
+    digest = hashlib.sha1(folder.encode("utf-8", "surrogateescape")).hexdigest()[:10]
+    name = os.path.basename(folder.rstrip(os.sep)) or "root"
+    return os.path.join(os.path.abspath(os.path.expanduser(cache_root)), f"{name}-{digest}")
+
+
 class CoOpDataset(DatasetBase):
     """Base class: set the attributes below; override ``build_split`` if the split can be rebuilt."""
 
@@ -95,16 +108,23 @@ class CoOpDataset(DatasetBase):
         self.dataset_dir = self.locate(cfg)
         subdir = self.image_subdir
         self.image_dir = os.path.join(self.dataset_dir, subdir) if subdir else self.dataset_dir
-        split_file = f"split_zhou_{self.split_name}.json"
-        self.split_path = os.path.join(self.dataset_dir, split_file) if self.split_name else ""
+        self.cache_dir = cache_dir_for(cfg, self.dataset_dir)
+        self.split_path = self.cache_file(f"split_zhou_{self.split_name}.json") if self.split_name else ""
         # CoOp creates this eagerly; we create it when a cache is written, so read-only data works.
-        self.split_fewshot_dir = os.path.join(self.dataset_dir, self.fewshot_subdir)
+        self.split_fewshot_dir = os.path.join(self.cache_dir, self.fewshot_subdir)
         require(self.image_dir, type(self).__name__, self.layout)
 
         train, val, test = self.load_split()
         train, val = self.sample_fewshot(cfg, train, val)
         train, val, test = self.subsample_classes(train, val, test, subsample=cfg.DATASET.SUBSAMPLE_CLASSES)
         super().__init__(train_x=train, val=val, test=test)
+
+    def cache_file(self, name: str) -> str:
+        """Where the file ``name`` this code may write lives: the dataset folder's copy when it exists
+        (CoOp's split files, or written there before), else ``DATASET.CACHE_DIR``'s (the dataset
+        folder itself when CACHE_DIR is empty)."""
+        in_dataset = os.path.join(self.dataset_dir, name)
+        return in_dataset if os.path.exists(in_dataset) else os.path.join(self.cache_dir, name)
 
     # -- hooks -----------------------------------------------------------------------------------
 
@@ -120,10 +140,14 @@ class CoOpDataset(DatasetBase):
     def load_split(self) -> Splits:
         """Read the split file, or build it from the raw files and save it (CoOp's behaviour)."""
         if os.path.exists(self.split_path):
-            return self.read_split(self.split_path, self.split_prefix)
+            return self.read_split(self.split_path, self.split_prefix, fix=self.stale_split_fix())
         train, val, test = self.build_split()
         self.save_split(train, val, test, self.split_path, self.split_prefix)
         return train, val, test
+
+    def stale_split_fix(self) -> str:
+        """What to do when the split file lists images that no longer exist."""
+        return splits.COOP_MISSING_FIX
 
     def build_split(self) -> Splits:
         """(train, val, test) from the raw files, drawing from ``random`` exactly as CoOp does."""

@@ -2,9 +2,12 @@
 
 ``DATASET.CSV`` names the file (relative paths are taken from ``DATASET.ROOT``). Columns, with a
 header row: ``path,label[,split]`` -- ``path`` relative to the CSV's folder (or absolute), ``label``
-the class name, ``split`` one of train/val/test (empty = train). Missing val/test are split off train
-exactly as for ``ImageFolder``; the split is saved next to the CSV as ``split_zhou_<csv name>.json``
-and few-shot picks in ``split_fewshot_<csv name>/``.
+the class name, ``split`` one of train/val/test (empty = train). The file may be UTF-8 with a
+byte-order mark and CRLF line ends (Excel's "CSV UTF-8"). An image listed twice is refused.
+``DATASET.CLASSNAMES`` may name a ``<label><TAB><class name>`` file (e.g. for integer labels).
+Missing val/test are split off train exactly as for ``ImageFolder``; the split is saved next to the
+CSV (or in ``DATASET.CACHE_DIR``) as ``split_zhou_<csv name>.json`` and few-shot picks in
+``split_fewshot_<csv name>/``.
 """
 from __future__ import annotations
 
@@ -13,9 +16,10 @@ import os
 from typing import List, Tuple
 
 from dassl.data.datasets import DATASET_REGISTRY
+from dassl.data.datasets.base_dataset import describe_missing_image
 
 from datasets.errors import DatasetFormatError, DatasetLayoutError
-from datasets.imagefolder import OWN_DOCS, Listing, OwnDataset
+from datasets.imagefolder import OWN_DOCS, Listing, NameMap, OwnDataset, read_classnames_file
 
 SPLITS = ("train", "val", "test")
 
@@ -50,6 +54,16 @@ class CSVDataset(OwnDataset):
         self.split_name = stem
         self.fewshot_subdir = f"split_fewshot_{stem}"
         self.where_train = f"the train rows of {self.csv_path}"
+        self.key_word = "label"
+        names = getattr(cfg.DATASET, "CLASSNAMES", "") or ""
+        self.name_map = NameMap()
+        if names:
+            names_path = os.path.join(root, os.path.expanduser(names))
+            if not os.path.isfile(names_path):
+                raise DatasetLayoutError(
+                    f"DATASET.CLASSNAMES {names!r} (resolved to {names_path}) is not a file; give a "
+                    "'<label><TAB><class name>' file, absolute or relative to --root.")
+            self.name_map = read_classnames_file(names_path, what="label")
         super().__init__(cfg)
 
     def locate(self, cfg) -> str:
@@ -63,7 +77,8 @@ class CSVDataset(OwnDataset):
 
     def _rows(self) -> List[Tuple[int, str, str, str]]:
         fix = f"the header must be 'path,label[,split]' (see {OWN_DOCS})"
-        with open(self.csv_path, newline="", encoding="utf-8") as fh:
+        seen = {}  # real path -> (line, label, split) of its first row
+        with open(self.csv_path, newline="", encoding="utf-8-sig") as fh:  # Excel writes a BOM
             reader = csv.DictReader(fh)
             header = [h.strip() for h in (reader.fieldnames or [])]
             if "path" not in header or "label" not in header:
@@ -80,14 +95,33 @@ class CSVDataset(OwnDataset):
                         f"{split!r}; every row needs a path, a label and a split in {list(SPLITS)} "
                         "(or an empty split = train)."
                     )
-                full = os.path.join(self.dataset_dir, os.path.expanduser(path))
+                full = os.path.normpath(os.path.join(self.dataset_dir, os.path.expanduser(path)))
                 if not os.path.isfile(full):
                     raise DatasetLayoutError(
-                        f"{self.csv_path} line {lineno} lists {path!r}, but {full} does not exist; "
-                        "paths are relative to the CSV's folder."
+                        f"{self.csv_path} line {lineno} lists {path!r}, but {describe_missing_image(full)} "
+                        "does not exist; paths are relative to the CSV's folder."
                     )
+                key = os.path.realpath(full)
+                if key in seen:
+                    first, first_label, first_split = seen[key]
+                    raise DatasetFormatError(
+                        f"{self.csv_path} lists the image {full} twice: line {first} (label {first_label!r}, "
+                        f"{first_split}) and line {lineno} (label {label!r}, {split}); an image in two splits "
+                        "inflates the test accuracy and one under two labels contradicts itself: keep one row."
+                    )
+                seen[key] = (lineno, label, split)
                 rows.append((lineno, full, label, split))
         return rows
 
     def describe(self, split: str, key: str) -> str:
         return f"class {key!r} (label column) of the {split} rows of {self.csv_path}"
+
+    def note_unsplit_classes(self, train, val, test) -> None:
+        if os.path.getmtime(self.csv_path) > os.path.getmtime(self.split_path):
+            print(f"Note: {self.csv_path} changed after {self.split_path} was saved; the saved split is used "
+                  f"(new rows and labels are not); delete {self.split_path} to split again (the val and test "
+                  "images may then change, and the few-shot caches are dropped).")
+
+    def names_hint(self) -> str:
+        return (f"pass DATASET.CLASSNAMES <file> with '<label><TAB><class name>' lines (relative to --root, "
+                f"see {OWN_DOCS})")

@@ -14,7 +14,7 @@ from typing import Callable, Dict, List, Sequence
 
 from dassl.data.datasets import Datum
 
-from datasets.errors import DatasetFormatError, UnsafeCacheError
+from datasets.errors import DatasetFormatError, UnsafeCacheError, unwritable
 from dpl.io import atomic_open
 
 # The only class a cache may name, at the module path real Dassl pickles it under.
@@ -81,9 +81,13 @@ def _shape_problem(data, keys: Sequence[str]) -> str:
 
 
 def write_datum_pickle(data: Dict[str, List[Datum]], path: str) -> None:
-    """Atomically write ``data`` exactly as CoOp does (``pickle.HIGHEST_PROTOCOL``)."""
-    with atomic_open(path, "wb") as fh:
-        pickle.dump(data, fh, protocol=pickle.HIGHEST_PROTOCOL)
+    """Atomically write ``data`` exactly as CoOp does (``pickle.HIGHEST_PROTOCOL``); an OSError
+    (read-only folder, full disk) becomes one error naming ``path`` and DATASET.CACHE_DIR."""
+    try:
+        with atomic_open(path, "wb") as fh:
+            pickle.dump(data, fh, protocol=pickle.HIGHEST_PROTOCOL)
+    except OSError as err:
+        raise unwritable("cache file", path, err) from None
 
 
 def missing_images(data: Dict[str, List[Datum]], one_per_class: bool = False) -> List[str]:

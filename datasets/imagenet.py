@@ -76,7 +76,7 @@ class ImageNet(CoOpDataset):
 
     def load_split(self):
         """(train, val, test) with val = test = the official val images, cached in preprocessed.pkl."""
-        self.preprocessed = os.path.join(self.dataset_dir, "preprocessed.pkl")
+        self.preprocessed = self.cache_file("preprocessed.pkl")
         data = load_or_build(
             self.preprocessed, self.read_images, keys=("train", "test"), what="ImageNet image list",
             one_per_class=True,

@@ -18,9 +18,10 @@ from collections import defaultdict
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from dassl.data.datasets import Datum
+from dassl.data.datasets.base_dataset import describe_missing_image
 from dassl.utils import listdir_nohidden
 
-from datasets.errors import DOCS, DatasetFormatError, DatasetLayoutError
+from datasets.errors import DOCS, DatasetFormatError, DatasetLayoutError, unwritable
 from dpl.io import atomic_write_text
 from user_errors import UserError
 
@@ -28,25 +29,29 @@ SPLIT_KEYS = ("train", "val", "test")
 Record = Tuple[str, int, str]  # (absolute image path, label, classname)
 
 
-def check_images_exist(impaths: Sequence[str], source: str, where: Optional[Sequence[str]] = None) -> None:
-    """Raise one error naming ``source``, the first missing image and how many are missing.
+COOP_MISSING_FIX = (f"check that DATASET.ROOT points at the folder holding this dataset and that its images "
+                    f"are extracted as {DOCS} shows")
 
-    ``where[i]`` says where path i sits in ``source`` (e.g. ``"line 12"``).
+
+def check_images_exist(impaths: Sequence[str], source: str, where: Optional[Sequence[str]] = None,
+                       fix: str = COOP_MISSING_FIX) -> None:
+    """Raise one error naming ``source``, the first missing image (a broken link with its target), how
+    many are missing and ``fix``. ``where[i]`` says where path i sits in ``source`` (e.g. ``"line 12"``).
     """
     missing = [i for i, impath in enumerate(impaths) if not os.path.isfile(impath)]
     if missing:
         first = missing[0]
         at = f" ({where[first]})" if where else ""
         raise DatasetLayoutError(
-            f"{source} lists {len(missing)} image file(s) that do not exist, e.g. {impaths[first]}{at}; "
-            f"check that DATASET.ROOT points at the folder holding this dataset and that its images are "
-            f"extracted as {DOCS} shows."
+            f"{source} lists {len(missing)} image file(s) that do not exist, e.g. "
+            f"{describe_missing_image(impaths[first])}{at}; {fix}."
         )
 
 
-def make_datums(records: Sequence[Record], source: str, where: Optional[Sequence[str]] = None) -> List[Datum]:
+def make_datums(records: Sequence[Record], source: str, where: Optional[Sequence[str]] = None,
+                fix: str = COOP_MISSING_FIX) -> List[Datum]:
     """Check once that every image exists (see ``check_images_exist``), then build the ``Datum`` list."""
-    check_images_exist([impath for impath, _, _ in records], source, where)
+    check_images_exist([impath for impath, _, _ in records], source, where, fix)
     return [Datum(impath=impath, label=label, classname=classname) for impath, label, classname in records]
 
 
@@ -54,8 +59,10 @@ def make_datums(records: Sequence[Record], source: str, where: Optional[Sequence
 # split_zhou_<Name>.json
 
 
-def read_split(filepath: str, path_prefix: str) -> Tuple[List[Datum], List[Datum], List[Datum]]:
-    """Read a CoOp split file; image paths are joined to ``path_prefix``. Returns (train, val, test)."""
+def read_split(filepath: str, path_prefix: str, fix: str = COOP_MISSING_FIX
+               ) -> Tuple[List[Datum], List[Datum], List[Datum]]:
+    """Read a CoOp split file; image paths are joined to ``path_prefix``. Returns (train, val, test).
+    ``fix`` is what the error for images that no longer exist tells the user to do."""
     print(f"Reading split from {filepath}")
     split = _load_split_json(filepath)
     records, where = [], []
@@ -63,7 +70,7 @@ def read_split(filepath: str, path_prefix: str) -> Tuple[List[Datum], List[Datum
         for i, (relpath, label, classname) in enumerate(split[key]):
             records.append((os.path.join(path_prefix, relpath), label, classname))
             where.append(f"{key} entry {i}: {json.dumps([relpath, label, classname])}")
-    datums = make_datums(records, f"Split file {filepath}", where)
+    datums = make_datums(records, f"Split file {filepath}", where, fix)
     sizes = [len(split[key]) for key in SPLIT_KEYS]
     train, val, test = datums[: sizes[0]], datums[sizes[0] : sizes[0] + sizes[1]], datums[sizes[0] + sizes[1] :]
     # Checked here, before a few-shot cache can be derived from a bad file.
@@ -133,20 +140,33 @@ def _parse_entry(entry, filepath: str, where: str, fix: str) -> Record:
     )
 
 
+def split_relpath(impath: str, path_prefix: str) -> str:
+    """``impath`` relative to ``path_prefix`` when it lies inside that folder (compared path component
+    by path component, so ``/data/set2/x`` is not inside ``/data/set``), else ``impath`` unchanged
+    (absolute paths stay absolute; ``read_split``'s ``os.path.join`` keeps them as they are)."""
+    if not os.path.isabs(impath):
+        return impath
+    prefix = os.path.abspath(path_prefix)
+    target = os.path.abspath(impath)
+    try:
+        inside = os.path.commonpath([prefix, target]) == prefix
+    except ValueError:  # different drives (Windows)
+        inside = False
+    return os.path.relpath(target, prefix) if inside else impath
+
+
 def save_split(train, val, test, filepath: str, path_prefix: str) -> None:
     """Write a CoOp split file (paths made relative to ``path_prefix``), atomically."""
 
-    def relative(impath: str) -> str:
-        if impath.startswith(path_prefix):
-            impath = impath[len(path_prefix):]
-        return impath[1:] if impath.startswith(("/", os.sep)) else impath
-
     split = {
-        key: [[relative(item.impath), item.label, item.classname] for item in items]
+        key: [[split_relpath(item.impath, path_prefix), item.label, item.classname] for item in items]
         for key, items in zip(SPLIT_KEYS, (train, val, test))
     }
     # Dassl's write_json layout, so the file diffs cleanly against CoOp's.
-    atomic_write_text(filepath, json.dumps(split, indent=4, separators=(",", ": ")))
+    try:
+        atomic_write_text(filepath, json.dumps(split, indent=4, separators=(",", ": ")))
+    except OSError as err:
+        raise unwritable("split file", filepath, err) from None
     print(f"Saved split to {filepath}")
 
 

@@ -24,6 +24,7 @@ from torchvision import transforms as T
 
 from dpl.artifact import ArtifactError, check_backbone, check_fits, load_artifact, lengths_from_artifact
 from dpl.clip_loader import backbone_record, load_clip, preprocess_of
+from dpl.images import to_rgb
 from dpl.model import DPLCLIP, build_fixed_model, model_dims
 from user_errors import UserError, load_weights_only
 
@@ -91,7 +92,7 @@ class PromptClassifier:
             images = [images]
         out = []
         for start in range(0, len(images), batch_size):
-            batch = torch.stack([self.transform(img.convert("RGB")) for img in images[start:start + batch_size]])
+            batch = torch.stack([self.transform(to_rgb(img)) for img in images[start:start + batch_size]])
             out.append(self.logits(batch).float().softmax(dim=-1).cpu())
         if not out:
             return torch.zeros(0, len(self.model.classnames))

@@ -29,6 +29,7 @@ from PIL import Image
 from torchvision import transforms
 
 from dpl.encoders import is_vit
+from dpl.images import to_rgb
 from dpl.text_inputs import class_prompts, eot_inputs, tokenize
 from user_errors import UserError
 
@@ -186,7 +187,7 @@ def prepare_image(image: Image.Image, size: int, mean: Sequence[float] = CLIP_ME
         transforms.ToTensor(),
         transforms.Normalize(mean, std),
     ])
-    return pipeline(image.convert("RGB")).unsqueeze(0)
+    return pipeline(to_rgb(image)).unsqueeze(0)
 
 
 def displayable(image: torch.Tensor, mean: Sequence[float] = CLIP_MEAN,

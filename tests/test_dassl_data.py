@@ -1,5 +1,6 @@
 """dassl compatibility: Datum, DatasetBase, few-shot sampling, DatasetWrapper, loaders, samplers,
 transforms, DataManager."""
+import os
 import pickle
 import random
 
@@ -15,6 +16,7 @@ from dassl.data.datasets import DatasetBase, Datum
 from dassl.data.samplers import build_sampler
 from dassl.data.transforms import INTERPOLATION_MODES, build_transform
 from tests.helpers.mini_dataset import MiniDTDSpec, make_mini_dtd
+from user_errors import UserError
 
 
 def _image(path, size=(12, 10), colour=(200, 30, 30)):
@@ -44,9 +46,13 @@ def _cfg(**input_kw):
 # ---------------------------------------------------------------- Datum / DatasetBase
 
 def test_datum_requires_existing_file_and_pickles_by_module_path(tmp_path):
-    with pytest.warns(UserWarning, match="No file found at"):
-        with pytest.raises(AssertionError):
-            Datum(impath=str(tmp_path / "missing.jpg"), label=0)
+    # An AssertionError as in Dassl, and a one-line user error naming the file (issue #23 case 1).
+    with pytest.raises(AssertionError, match="missing.jpg does not exist") as info:
+        Datum(impath=str(tmp_path / "missing.jpg"), label=0)
+    assert isinstance(info.value, UserError)
+    os.symlink(str(tmp_path / "moved.jpg"), str(tmp_path / "link.jpg"))
+    with pytest.raises(UserError, match=r"link.jpg \(a symbolic link to .*moved.jpg, which does not exist\)"):
+        Datum(impath=str(tmp_path / "link.jpg"), label=0)
 
     datum = _data(tmp_path, [3])[0]
     blob = pickle.dumps(datum, protocol=pickle.HIGHEST_PROTOCOL)

@@ -39,6 +39,7 @@ from dpl.clip_loader import CheckpointError  # noqa: E402
 from dpl.gradcam import (CLIP_MEAN, CLIP_STD, displayable, find_image_tower, grad_cam,  # noqa: E402
                          mapped_block, plot_gradcam, prepare_image, set_class_text,
                          vit_input_size)
+from dpl.images import load_rgb  # noqa: E402
 from user_errors import UserError, exit_error, output_problem  # noqa: E402
 
 PROG = "gradcam.py"
@@ -135,8 +136,7 @@ def render(columns: Sequence[Column], images: Sequence[tuple], out: str,
         mapped = "tokens entering the image block named in each header"
     rows = []
     for path, classname in images:
-        with Image.open(path) as img:
-            pil = img.convert("RGB")
+        pil = load_rgb(path)
         rows.append((classname, [column_cam(c, pil, classname, template, block) for c in columns]))
     return plot_gradcam(rows, labels, out, mapped=mapped)
 

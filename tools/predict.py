@@ -26,7 +26,7 @@ from typing import List, Optional, Sequence, Tuple
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from PIL import Image  # noqa: E402
+from dpl.images import load_rgb  # noqa: E402
 
 from dpl.classifier import IMAGE_EXTENSIONS  # noqa: E402
 from user_errors import UserError, exit_error, os_error_line, output_problem  # noqa: E402
@@ -132,8 +132,7 @@ def predict_files(clf, files: Sequence[str], topk: int, batch_size: int, progres
         images = []
         for path in chunk:
             try:
-                with Image.open(path) as img:
-                    images.append(img.convert("RGB"))
+                images.append(load_rgb(path))
             except (OSError, ValueError, SyntaxError) as err:
                 raise PredictError(f"cannot read image {path} ({type(err).__name__}: {err}).") from None
         probs = clf.predict(images, batch_size=batch_size)

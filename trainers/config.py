@@ -29,6 +29,13 @@ def extend_cfg(cfg):
     cfg.DATASET.CSV = ""
     cfg.DATASET.VAL_FRACTION = 0.2
     cfg.DATASET.TEST_FRACTION = 0.2
+    # CSVDataset (and ImageFolder, instead of its classnames.txt): a '<label><TAB><class name>' file,
+    # relative to DATASET.ROOT or absolute; "" = the labels are the class names.
+    cfg.DATASET.CLASSNAMES = ""
+    # Where split files this code writes and few-shot caches go: "" = the dataset folder (CoOp's
+    # place); else <CACHE_DIR>/<dataset folder name>-<hash of its path>/, so read-only shared
+    # datasets work for any shots and seed. A split file in the dataset folder is still read first.
+    cfg.DATASET.CACHE_DIR = ""
 
     # With TRAIN.CHECKPOINT_FREQ 1 every epoch is saved (so a killed run resumes); keep only the
     # newest N regular checkpoints per model (0 = keep all, as Dassl does).

@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 import PIL
 import torch
-from PIL import Image
+from PIL import Image  # noqa: F401  (kept importable from here)
 from user_errors import UserError
 
 __all__ = [
@@ -69,8 +69,12 @@ def download_url(url, dst):
 
 
 def read_image(path):
-    """Read an image file as an RGB PIL image."""
-    return Image.open(path).convert("RGB")
+    """Read an image file as an 8-bit RGB PIL image: EXIF orientation applied, 16-bit and float
+    grayscale rescaled, transparency composited on grey (the project's one loader, dpl/images.py;
+    imported here, not at the top, so that ``import dassl`` does not load the whole ``dpl`` package)."""
+    from dpl.images import load_rgb
+
+    return load_rgb(path)
 
 
 @functools.lru_cache(maxsize=1)

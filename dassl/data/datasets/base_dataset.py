@@ -5,25 +5,41 @@ it as ``dassl.data.datasets.base_dataset.Datum`` with state ``{_impath, _label, 
 """
 from __future__ import annotations
 
+import os
 import random
 from collections import defaultdict
 
-from dassl.utils import check_isfile
 from user_errors import UserError
 
-__all__ = ["Datum", "DatasetBase"]
+__all__ = ["Datum", "DatasetBase", "MissingImageError", "describe_missing_image"]
+
+
+class MissingImageError(UserError, AssertionError):
+    """A ``Datum``'s image file does not exist (an AssertionError too, as Dassl's assert was)."""
+
+
+def describe_missing_image(impath):
+    """``impath``, plus its target when it is a broken symbolic link (the usual cause after moving
+    the files that an exported tree links to)."""
+    if os.path.islink(impath):
+        return "{} (a symbolic link to {}, which does not exist)".format(impath, os.readlink(impath))
+    return impath
 
 
 class Datum:
     """One sample: image path, integer label, domain index and class name.
 
-    The image file must exist (asserted), so a stale split file fails here rather than inside a
-    data loader. Plain instance attributes, no ``__slots__``: pickles store exactly ``__dict__``.
+    The image file must exist (else MissingImageError naming it, and a broken link's target), so a
+    stale split file fails here rather than inside a data loader. Plain instance attributes, no
+    ``__slots__``: pickles store exactly ``__dict__``.
     """
 
     def __init__(self, impath="", label=0, domain=0, classname=""):
         assert isinstance(impath, str)
-        assert check_isfile(impath)
+        if not os.path.isfile(impath):
+            raise MissingImageError(
+                "Image file {} does not exist; restore it or remove it from the dataset's listing."
+                .format(describe_missing_image(impath)))
         self._impath = impath
         self._label = label
         self._domain = domain
