@@ -258,7 +258,7 @@ def run(args):
     cfg = setup_cfg(args)
     validate_cfg(cfg)
     notes = check_run_folders(args, cfg)  # before the log: a refused folder is left as it was
-    # Under torchrun: join the job (README "Multi-GPU"). A rendezvous, so every rank has checked
+    # Under torchrun: join the job (docs/SCALING.md, "Multi-GPU"). A rendezvous, so every rank has checked
     # the folders before rank 0 writes anything.
     init_distributed(cfg.USE_CUDA)
     if cfg.SEED >= 0:

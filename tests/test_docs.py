@@ -120,14 +120,14 @@ def test_coop_checkout_states_coops_layout_and_the_torch_cap_right():
     assert "open_clip 3.3 accepts torch 2.0–2.5" not in text and "only torch ≥ 2.0" in text
 
 
-# --- README "Compare with baselines" (issue 15, point 13) ------------------------------------------
+# --- docs/BASELINES.md and docs/ANALYSIS.md: the baselines' sizes (issue 15, point 13) ------------------------------------------
 
 def script_default_cfg(trainer):
     match = re.search(rf"^\s*{trainer}\) echo \"([^\"]+)\"", read("scripts/dpl/_lib.sh"), flags=re.M)
     return match.group(1)
 
 
-def test_readme_states_the_ivlp_depth_and_parameters_the_scripts_run():
+def test_docs_state_the_ivlp_depth_and_parameters_the_scripts_run():
     """The same count tools/complexity.py reports, on a ViT-B/16-shaped CLIP built on the meta device."""
     import train
     from dassl.engine import TRAINER_REGISTRY
@@ -142,6 +142,6 @@ def test_readme_states_the_ivlp_depth_and_parameters_the_scripts_run():
     model = TRAINER_REGISTRY.get("IVLP").build_baseline(SimpleNamespace(cfg=cfg), clip_model, ["x"])
     depth = cfg.TRAINER.IVLP.PROMPT_DEPTH_TEXT
     assert (depth, cfg.TRAINER.IVLP.PROMPT_DEPTH_VISION, trainable_parameters(model)) == (12, 12, 30720)
-    readme = " ".join(read("README.md").split())
-    assert f"`{name}` (IVLP: 2+2 tokens at **depth 12** in both encoders, 30,720 parameters" in readme
-    assert "23,040 at depth 9 (its key defaults) and 30,720 at depth 12" in readme
+    baselines, analysis = (" ".join(read(f"docs/{page}.md").split()) for page in ("BASELINES", "ANALYSIS"))
+    assert f"`{name}` (IVLP: 2+2 tokens at **depth 12** in both encoders, 30,720 parameters" in baselines
+    assert "23,040 at depth 9 (its key defaults) and 30,720 at depth 12" in analysis

@@ -1,6 +1,6 @@
 """End to end on CPU: your images (ImageFolder) + an open_clip model from a local file (config JSON,
 non-default size/mean/std/interpolation) -> search -> train -> eval-only -> predictions
-(``dpl.load_classifier`` and tools/predict.py), README "Predict"."""
+(``dpl.load_classifier`` and tools/predict.py), docs/PREDICT.md."""
 import json
 import os
 import shlex

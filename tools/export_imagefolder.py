@@ -1,4 +1,4 @@
-"""Export a registered dataset's split as an ImageFolder tree (README "Your own data").
+"""Export a registered dataset's split as an ImageFolder tree (docs/DATASETS.md, "Your own data").
 
     python tools/export_imagefolder.py --root ./data --dataset DemoShapes OUT_FOLDER [--link]
 

@@ -1,4 +1,4 @@
-"""Top-k predictions of a trained DPL run on new images (README "Predict").
+"""Top-k predictions of a trained DPL run on new images (docs/PREDICT.md).
 
     python tools/predict.py --run "<train.py flags of the run>" IMAGE_OR_FOLDER ... \
         [--topk 5] [--classnames FILE] [--json out.json] [--batch-size 64]

@@ -68,7 +68,7 @@ def _add_dpl(cfg):
     s.PROMPT_INIT = "official"  # official (image N(0,1), text U[0,1)) / normal
     s.PROMPT_INIT_STD = 0.02  # used by PROMPT_INIT normal
     s.DOMINANCE_THRESHOLD = 0.5  # a block is single-dominant when its top softmax weight >= this
-    # Defaults from benchmarks/bench_search_quality.py (README "Performance"): with these the search
+    # Defaults from benchmarks/bench_search_quality.py (docs/PERFORMANCE.md): with these the search
     # runs half its epochs and an alpha step every 4th step, and the configurations it finds train
     # to the full search's accuracy (demo world, 2 tasks x 3 seeds, 80 : 40 epochs). The authors' loop:
     # PATIENCE 0, ALPHA_EVERY 1 (configs/trainers/DPLSearch/vit_b16_official.yaml).
