@@ -5,7 +5,7 @@
 the fix. ``UserError`` subclasses ``ValueError``, so code that caught ``ValueError`` keeps working.
 
 This module stands apart so that both ``dassl`` and ``dpl`` can raise these errors: ``dpl`` never
-imports ``dassl`` and ``dassl`` never imports ``dpl`` (ARCHITECTURE.md, seams).
+imports ``dassl`` and ``dassl`` never imports ``dpl`` (docs/ARCHITECTURE.md).
 """
 from __future__ import annotations
 

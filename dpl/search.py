@@ -1,4 +1,4 @@
-"""The DPL search step and the per-epoch α history (METHOD.md §3).
+"""The DPL search step and the per-epoch α history (docs/METHOD.md, "The search loop").
 
 ``BilevelSearch`` owns the α optimizer and performs one first-order iteration: an α step on a
 validation mini-batch, then a prompt step on a training mini-batch (Algorithm 1 order). The caller

@@ -41,19 +41,47 @@ def test_every_repository_path_a_doc_names_exists(doc):
     assert not missing, f"{doc} names paths that are not in the repository: {missing}"
 
 
-def test_no_file_points_to_project_only_docs():
-    """The Dassl API notes and dependency notes live outside the repository; nothing may cite them."""
-    project_only = re.compile(r"DASSL_API\.md|(?<![A-Z_])" + "NOTES" + r"\.md")
-    offenders = []
+MD_REFERENCE = re.compile(r"(?<![\w./-])([\w./-]*\w\.md)\b")
+# Names that look like Markdown files and are not references: an output a command writes
+# (`--md r.md`) and the attribute `args.md` of tools/parse_test_res.py.
+NOT_OURS = {"r.md", "args.md"}
+
+
+def missing_md_references(rel, text):
+    """``*.md`` files that ``text`` (the file ``rel``) names and the repository does not have. A name
+    resolves against the file's own folder or the repository root, nothing else: a bare
+    ``METHOD.md`` in ``dpl/`` is a reference to a file outside the repository, not to docs/METHOD.md."""
+    missing = []
+    for name in MD_REFERENCE.findall(text):
+        if name in NOT_OURS or name.startswith(("http", "//")):
+            continue
+        here = os.path.join(REPO, os.path.dirname(rel), name)
+        if not (os.path.isfile(here) or os.path.isfile(os.path.join(REPO, name))):
+            missing.append(name)
+    return missing
+
+
+def repository_text_files():
     for root, dirs, files in os.walk(REPO):
-        dirs[:] = [d for d in dirs if not d.startswith(".") and d not in ("output", "__pycache__")]
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d not in ("output", "__pycache__", "data")]
         for name in files:
-            path = os.path.join(root, name)
-            if name.endswith((".py", ".md", ".sh", ".yaml")) and path != os.path.abspath(__file__):
-                with open(path, encoding="utf-8", errors="replace") as f:
-                    if project_only.search(f.read()):
-                        offenders.append(os.path.relpath(path, REPO))
-    assert not offenders
+            if name.endswith((".py", ".md", ".sh", ".yaml")):
+                yield os.path.relpath(os.path.join(root, name), REPO)
+
+
+def test_no_file_names_a_markdown_file_the_repository_does_not_have():
+    """Developer notes (method spec, paper notes, Dassl API notes, style) live outside the
+    repository; code, scripts, configs and docs may only point to its own pages."""
+    this = os.path.relpath(os.path.abspath(__file__), REPO)
+    offenders = {rel: missing for rel in repository_text_files() if rel != this
+                 for missing in [missing_md_references(rel, read(rel))] if missing}
+    assert not offenders, offenders
+
+
+def test_the_reference_checker_fails_on_names_outside_the_repository():
+    assert missing_md_references("dpl/model.py", "(METHOD.md §2), docs/METHOD.md, see PAPER_NOTES.md") == [
+        "METHOD.md", "PAPER_NOTES.md"]
+    assert missing_md_references("docs/CONFIG.md", "[m](METHOD.md) [r](../README.md) NOTES.md") == ["NOTES.md"]
 
 
 # --- docs/BRING_YOUR_TRAINER.md: the KgCoOp recipe (issue 15, point 12) -----------------------------

@@ -89,7 +89,7 @@ def test_an_eval_that_disagrees_with_training_fails(tmp_path, monkeypatch):
 
 
 def test_the_docs_name_the_gpu_check_in_their_gpu_section():
-    page = open(os.path.join(REPO, "docs", "REPRODUCIBILITY.md"), encoding="utf-8").read()
+    page = open(os.path.join(REPO, "docs/REPRODUCIBILITY.md"), encoding="utf-8").read()
     section = page.split("## Check a GPU machine first", 1)[1].split("\n## ", 1)[0]
     assert "bash scripts/gpu_check.sh" in section and os.path.isfile(os.path.join(REPO, "scripts", "gpu_check.sh"))
     assert f"({', '.join(gpu_check.PRECISIONS)})" in section

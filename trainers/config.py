@@ -61,7 +61,7 @@ def _add_dpl(cfg):
     s = cfg.TRAINER.DPL.SEARCH = CN()
     s.TEXT_OPTIONS = [0, 2, 4, 6]  # context lengths per block; sorted, starting with 0
     s.VISION_OPTIONS = [0, 2, 4, 6]
-    s.ALPHA_LR = 3.5e-3  # Adam on alpha (METHOD.md §3)
+    s.ALPHA_LR = 3.5e-3  # Adam on alpha (docs/METHOD.md, "The search loop")
     s.ALPHA_BETAS = (0.5, 0.999)
     s.ALPHA_WEIGHT_DECAY = 0.0
     s.ALPHA_INIT_STD = 1e-3

@@ -1,4 +1,4 @@
-"""DPLSearch: the search stage of DPL (METHOD.md §1, §3, §4).
+"""DPLSearch: the search stage of DPL (docs/METHOD.md: the search loop, from α to a configuration).
 
 Per iteration: an α step (Adam) on a random validation mini-batch, then a prompt step (SGD from
 OPTIM) on a training mini-batch. After every epoch the α history is written; at the end (or on early
@@ -93,7 +93,7 @@ class PromptsWithoutAlpha(nn.Module):
 
 
 class CyclingBatches:
-    """Random mini-batches that cycle through the whole dataset (METHOD.md §3).
+    """Random mini-batches that cycle through the whole dataset (docs/METHOD.md, "The search loop").
 
     Pass p is a permutation drawn from a private generator seeded with ``seed + p``, cut into
     batches; batch k of the run is therefore a pure function of (seed, k). That makes a resumed

@@ -1,4 +1,4 @@
-"""DPLTrain: train a searched (or manual) prompt configuration with fresh prompts (METHOD.md §5).
+"""DPLTrain: train a searched (or manual) prompt configuration with fresh prompts (docs/METHOD.md, "The train stage").
 
 The configuration comes from ``TRAINER.DPL.CONFIG_FILE`` (a ``prompt_config.json`` written by
 DPLSearch, validated against the loaded CLIP) or, when that is empty, from
@@ -129,7 +129,7 @@ class DPLTrain(CachedTextEvalMixin, PromptCheckpointMixin, PromptStepMixin, Trai
         return ZeroShotTeacher(clip_model, self.dm.dataset.classnames, IMAGENET_TEMPLATES, tokenize)
 
     def distillation(self, logits, image):
-        """KD_WEIGHT * T² * KL(p_teacher ‖ p_student) (METHOD.md §5)."""
+        """KD_WEIGHT * T² * KL(p_teacher ‖ p_student) (docs/METHOD.md, "The train stage")."""
         from dpl.distill import kd_loss
 
         kd = kd_loss(logits, self.teacher(image), self.cfg.TRAINER.DPL.KD_TEMPERATURE)
