@@ -8,8 +8,9 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OURS = ("dpl", "dassl", "clip", "datasets", "trainers", "tools", "demo", "benchmarks", "tests", "train",
         "user_errors")
-# The foundation modules of dpl that the engine may use: the user errors and the atomic writes.
-DPL_FOUNDATION = ("dpl.errors", "dpl.io", "user_errors")
+# The foundation modules of dpl that the engine may use: the user errors, the atomic writes and
+# checkpoint names, the table of config keys.
+DPL_FOUNDATION = ("dpl.errors", "dpl.io", "dpl.run_keys", "user_errors")
 # Layer -> the modules of ours it may import (a name allows the module and everything below it).
 # Imports inside one's own layer are always allowed. "*" allows everything.
 ALLOWED = {

@@ -30,6 +30,7 @@ from dpl.distributed import (from_rank0, is_main_process, rank_part, sharded_mea
 from dpl.io import atomic_write_json
 from dpl.model import build_supernet_model, model_dims
 from dpl.prompts import check_options
+from dpl.run_keys import search_exclusions, search_roots
 from dpl.search import AlphaHistory, BilevelSearch
 from trainers._common import (CachedTextEvalMixin, PromptCheckpointMixin, check_precision,
                               clip_from_cfg, prompt_module_name)
@@ -329,10 +330,10 @@ class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
                 print(f"Saved {png}")
 
 
-# What defines a search (config_hash): these subtrees / keys, minus the exclusions below.
-HASHED_KEYS = ("SEED", "DATASET", "INPUT", "DATALOADER", "OPTIM", "MODEL.BACKBONE.NAME",
-               "TRAINER.NAME", "TRAINER.DPL.PREC", "TRAINER.DPL.SEARCH")
-UNHASHED_KEYS = ("DATASET.ROOT", "DATALOADER.NUM_WORKERS", "TRAINER.DPL.SEARCH.PLOT")
+# What defines a search (config_hash): these subtrees / keys, minus the exclusions; both derived
+# from the one table of config keys, dpl/run_keys.py (its "search" column).
+HASHED_KEYS = search_roots()
+UNHASHED_KEYS = search_exclusions()
 
 
 def config_hash(cfg) -> str:

@@ -13,6 +13,7 @@ import numpy as np
 import PIL
 import torch
 from PIL import Image
+from dpl.io import atomic_open
 from user_errors import UserError
 
 __all__ = [
@@ -48,7 +49,7 @@ def read_json(fpath):
 def write_json(obj, fpath):
     """Write ``obj`` as JSON with Dassl's layout (indent 4, ``": "``), creating the parent dir."""
     mkdir_if_missing(os.path.dirname(os.path.abspath(fpath)))
-    with open(fpath, "w") as f:
+    with atomic_open(fpath, "w") as f:  # a crash never leaves half a file (dpl.io)
         json.dump(obj, f, indent=4, separators=(",", ": "))
 
 
