@@ -1,7 +1,7 @@
 """Exceptions raised by the dataset loaders; each message names the file, the value and the fix."""
 import pickle
 
-from user_errors import UserError
+from dpl.errors import UserError
 
 DOCS = "docs/DATASETS.md"
 

@@ -33,7 +33,7 @@ from dassl.utils import listdir_nohidden
 
 from datasets.coop_base import CoOpDataset, Splits
 from datasets.errors import DatasetFormatError, DatasetLayoutError
-from user_errors import UserError
+from dpl.errors import UserError
 from dpl.classifier import IMAGE_EXTENSIONS
 
 OWN_DOCS = 'docs/DATASETS.md ("Your own data")'

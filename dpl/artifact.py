@@ -23,7 +23,7 @@ from typing import Mapping, Optional, Sequence
 import torch
 
 from dpl.io import atomic_write_json
-from user_errors import UserError
+from dpl.errors import UserError
 
 SCHEMA = "dpl-prompt-config/1"
 BRANCHES = ("text", "vision")

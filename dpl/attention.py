@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from user_errors import UserError
+from dpl.errors import UserError
 
 IMPLS = ("fused", "reference")
 

@@ -25,7 +25,7 @@ from dpl.artifact import ArtifactError, check_backbone, check_fits, load_artifac
 from dpl.clip_loader import backbone_record, load_clip, preprocess_of
 from dpl.io import BEST_CHECKPOINT, epoch_checkpoint_name, saved_epochs
 from dpl.model import DPLCLIP, build_fixed_model, model_dims
-from user_errors import UserError
+from dpl.errors import UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 PROMPT_MODULE = "prompt_learner"  # the registered name of the prompts in a run folder

@@ -34,7 +34,7 @@ import open_clip
 import torch
 from open_clip.model import (CLIP, build_model_from_openai_state_dict, convert_weights_to_lp,
                              set_model_preprocess_cfg)
-from user_errors import UserError
+from dpl.errors import UserError
 
 # The usual OpenAI file names, as the `clip` package stores them under ~/.cache/clip.
 OPENAI_FILENAMES = {

@@ -12,7 +12,7 @@ from typing import List, Optional, Sequence
 import torch
 import torch.nn as nn
 
-from user_errors import UserError
+from dpl.errors import UserError
 
 BRANCHES = ("text", "vision")
 PROMPT_INITS = ("official", "normal")

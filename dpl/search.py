@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from dpl.artifact import derive_lengths, dominant_flags
 from dpl.precision import (autocast, grad_scaler, optimizer_step, scaled_backward,
                            scaled_step)
-from user_errors import UserError
+from dpl.errors import UserError
 
 UPDATE_MODES = ("alternate", "simultaneous")
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 
 from dpl.templates import DEFAULT_TEMPLATE, IMAGENET_TEMPLATES, dataset_template
-from user_errors import UserError
+from dpl.errors import UserError
 
 TEXT_INPUTS = ("default", "custom", "ensemble")
 

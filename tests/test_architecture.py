@@ -6,25 +6,23 @@ import os
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OURS = ("dpl", "dassl", "clip", "datasets", "trainers", "tools", "demo", "benchmarks", "tests", "train",
-        "user_errors")
+OURS = ("dpl", "dassl", "clip", "datasets", "trainers", "tools", "demo", "benchmarks", "tests", "train")
 # The foundation modules of dpl that the engine may use: the user errors, the atomic writes and
 # checkpoint names, the table of config keys.
-DPL_FOUNDATION = ("dpl.errors", "dpl.io", "dpl.run_keys", "user_errors")
+DPL_FOUNDATION = ("dpl.errors", "dpl.io", "dpl.run_keys")
 # Layer -> the modules of ours it may import (a name allows the module and everything below it).
 # Imports inside one's own layer are always allowed. "*" allows everything.
 ALLOWED = {
-    "dpl": ("user_errors",),
-    "user_errors": (),
+    "dpl": (),
     "clip": ("dpl",),
     "dassl": DPL_FOUNDATION,
-    "datasets": ("dassl", "dpl", "user_errors", "demo.world"),
-    "trainers": ("dassl", "dpl", "clip", "user_errors"),
-    "demo": ("dpl", "user_errors"),
-    "demo.quickstart": ("demo", "dpl", "user_errors", "dassl", "datasets", "trainers", "clip", "train", "tools"),
-    "train": ("dpl", "user_errors", "dassl", "datasets", "trainers", "clip"),
-    "tools": ("dpl", "user_errors", "dassl", "datasets", "trainers", "clip", "train", "demo"),
-    "benchmarks": ("dpl", "user_errors", "dassl", "datasets", "trainers", "clip", "train", "demo", "tools",
+    "datasets": ("dassl", "dpl", "demo.world"),
+    "trainers": ("dassl", "dpl", "clip"),
+    "demo": ("dpl",),
+    "demo.quickstart": ("demo", "dpl", "dassl", "datasets", "trainers", "clip", "train", "tools"),
+    "train": ("dpl", "dassl", "datasets", "trainers", "clip"),
+    "tools": ("dpl", "dassl", "datasets", "trainers", "clip", "train", "demo"),
+    "benchmarks": ("dpl", "dassl", "datasets", "trainers", "clip", "train", "demo", "tools",
                    "tests.helpers"),
     "tests": ("*",),
 }

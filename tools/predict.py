@@ -134,7 +134,7 @@ def main(argv: Optional[Sequence[str]] = None) -> list:
 
 def run(args) -> list:
     from dpl.classifier import load_classifier
-    from user_errors import UserError
+    from dpl.errors import UserError
 
     if args.topk < 1 or args.batch_size < 1:
         raise PredictError("--topk and --batch-size must be >= 1.")

@@ -17,7 +17,7 @@ from dpl.clip_loader import PRECISIONS, load_clip, preprocess_of
 from dpl.distributed import batch_share, is_main_process
 from dpl.io import epoch_checkpoint_name, saved_epochs
 from dpl.precision import autocast, grad_scaler, scaled_step
-from user_errors import UserError, load_state_checked
+from dpl.errors import UserError, load_state_checked
 
 
 
@@ -140,7 +140,7 @@ class PromptCheckpointMixin:
     ``load_model`` follows the CoOp-family override of Dassl's so that
     ``--eval-only --model-dir D --load-epoch N`` works on both engines. It refuses to evaluate
     untrained prompts (no ``--model-dir``) and, for a checkpoint of other settings or of another
-    trainer, names the file and the tensors that differ (``user_errors.load_state_checked``).
+    trainer, names the file and the tensors that differ (``dpl.errors.load_state_checked``).
     """
 
     def load_model(self, directory, epoch=None):

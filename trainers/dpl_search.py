@@ -34,7 +34,7 @@ from dpl.run_keys import search_exclusions, search_roots
 from dpl.search import AlphaHistory, BilevelSearch
 from trainers._common import (CachedTextEvalMixin, PromptCheckpointMixin, check_precision,
                               clip_from_cfg, prompt_module_name)
-from user_errors import NonFiniteLossError, UserError
+from dpl.errors import NonFiniteLossError, UserError
 
 ARTIFACT = "prompt_config.json"
 HISTORY = "alpha_history.json"

@@ -20,7 +20,7 @@ from dpl.model import build_fixed_model, model_dims
 from dpl.text_inputs import TEXT_INPUTS
 from trainers._common import (CachedTextEvalMixin, PromptCheckpointMixin, PromptStepMixin,
                               check_precision, clip_from_cfg, prompt_module_name)
-from user_errors import UserError
+from dpl.errors import UserError
 
 def manual_lengths(manual, num_blocks: int, branch: str) -> list:
     """Per-block lengths from TRAINER.DPL.MANUAL.<BRANCH>_{LENGTHS | LENGTH, DEPTH}."""

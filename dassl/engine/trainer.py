@@ -32,7 +32,7 @@ from dassl.utils.distributed import (
     all_rank_rng_states, barrier, broadcast_modules, get_world_size, install_grad_sync,
     is_main_process, merge_classification,
 )
-from user_errors import NonFiniteLossError, UserError
+from dpl.errors import NonFiniteLossError, UserError
 
 __all__ = ["SimpleNet", "TrainerBase", "SimpleTrainer", "TrainerX", "TrainerXU"]
 

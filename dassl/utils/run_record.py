@@ -16,7 +16,7 @@ import json
 import os
 
 from dpl.run_keys import identity_keys, operational_keys
-from user_errors import UserError
+from dpl.errors import UserError
 
 from .distributed import is_main_process
 from .torchtools import atomic_write_text

@@ -14,7 +14,7 @@ import PIL
 import torch
 from PIL import Image
 from dpl.io import atomic_open
-from user_errors import UserError
+from dpl.errors import UserError
 
 __all__ = [
     "mkdir_if_missing", "check_isfile", "read_json", "write_json", "set_random_seed",

@@ -22,7 +22,7 @@ import torch
 
 from dpl.io import (atomic_open, atomic_torch_save, atomic_write_text, checkpoint_file_epoch,  # noqa: F401
                     epoch_checkpoint_name, saved_epochs)
-from user_errors import UserError, load_state_checked
+from dpl.errors import UserError, load_state_checked
 
 from .tools import mkdir_if_missing
 from .distributed import get_rank, get_world_size

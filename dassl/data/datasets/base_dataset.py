@@ -9,7 +9,7 @@ import random
 from collections import defaultdict
 
 from dassl.utils import check_isfile
-from user_errors import UserError
+from dpl.errors import UserError
 
 __all__ = ["Datum", "DatasetBase"]
 

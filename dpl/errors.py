@@ -4,8 +4,9 @@
 2; any other exception is a bug and keeps its traceback. Messages name the file or key, the value and
 the fix. ``UserError`` subclasses ``ValueError``, so code that caught ``ValueError`` keeps working.
 
-This module stands apart so that both ``dassl`` and ``dpl`` can raise these errors: ``dpl`` never
-imports ``dassl`` and ``dassl`` never imports ``dpl`` (docs/ARCHITECTURE.md).
+Both ``dpl`` and the engine raise these errors: ``dpl`` never imports ``dassl``, and ``dassl`` may
+import this module (one of ``dpl``'s foundation modules; docs/ARCHITECTURE.md). It imports nothing
+of the project itself.
 """
 from __future__ import annotations
 
