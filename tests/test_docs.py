@@ -78,6 +78,32 @@ def test_no_file_names_a_markdown_file_the_repository_does_not_have():
     assert not offenders, offenders
 
 
+SECTION_REFERENCE = re.compile(r'(docs/[A-Za-z_]+\.md),? \(?"([^"]+)"')
+
+
+def missing_sections(text):
+    """``docs/PAGE.md, "Heading"`` references (in code, scripts, configs) whose page has no such heading."""
+    missing = []
+    for page, heading in SECTION_REFERENCE.findall(text):
+        path = os.path.join(REPO, page)
+        if not os.path.isfile(path) or github_slug(heading) not in anchors(read(page)):
+            missing.append(f'{page} "{heading}"')
+    return missing
+
+
+def test_every_section_a_file_cites_exists():
+    this = os.path.relpath(os.path.abspath(__file__), REPO)
+    offenders = {rel: missing for rel in repository_text_files() if rel != this
+                 for missing in [missing_sections(read(rel))] if missing}
+    assert not offenders, offenders
+
+
+def test_the_section_checker_fails_on_a_moved_section():
+    text = ('(docs/DATASETS.md, "Your own data") docs/SCALING.md "Multi-GPU"\n'
+            '(docs/DATASETS.md, "Our own data") docs/NOWHERE.md "Multi-GPU"')
+    assert missing_sections(text) == ['docs/DATASETS.md "Our own data"', 'docs/NOWHERE.md "Multi-GPU"']
+
+
 def test_the_reference_checker_fails_on_names_outside_the_repository():
     assert missing_md_references("dpl/model.py", "(METHOD.md §2), docs/METHOD.md, see PAPER_NOTES.md") == [
         "METHOD.md", "PAPER_NOTES.md"]
