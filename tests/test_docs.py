@@ -531,3 +531,17 @@ def test_the_command_checker_fails_on_a_missing_script_and_an_unknown_flag():
         "scripts/dpl/fewshots.sh: no such script", "tools/predict.py: no flag --top-k",
         "train.py: no flag --no-such-flag", "train.py: no flag --sed", "scripts/gpu_check.sh: no flag --keeps",
         "demo/quickstart.py: no flag --shot"]
+
+
+def test_readme_is_a_short_front_door():
+    """Issue 26, point 1: at most 250 lines; the two set-up commands exactly as CI calls them; the
+    demo table between its markers; a link to every docs/ page, through the index or directly."""
+    text = read("README.md")
+    assert len(text.splitlines()) <= 250
+    assert "bash scripts/quickstart.sh" in text and "\nbash scripts/test.sh " in text
+    start, end = text.index("<!-- demo-table:start -->"), text.index("<!-- demo-table:end -->")
+    assert start < end and "| DPL (searched)" in text[start:end]
+    linked = set(re.findall(r"\]\((docs/[A-Za-z_]+\.md)", text))
+    index = set(re.findall(r"\]\(([A-Za-z_]+\.md)\)", read("docs/README.md")))
+    pages = {os.path.basename(p) for p in DOCS if p.startswith("docs/")} - {"README.md"}
+    assert "docs/README.md" in linked and pages <= index, pages - index
