@@ -7,7 +7,7 @@
 
 Config merge order: Dassl defaults, ``extend_cfg``, dataset YAML, trainer YAML, CLI flags, opts.
 All ``--flags`` must come before the first ``KEY VALUE`` pair (opts swallow the rest).
-``main(argv)`` also works in-process. User mistakes and explained failures (``user_errors.UserError``:
+``main(argv)`` also works in-process. User mistakes and explained failures (``dpl.errors.UserError``:
 bad data, refused or corrupt files, a non-finite loss, ...; a missing user path; a full disk) print
 one ``train.py: error: ...`` line, also at the end of the run's log, and exit with code 2 (set
 ``DPL_DEBUG=1`` for the traceback); any other exception is a bug and keeps its traceback.
@@ -32,7 +32,7 @@ from dassl.utils import (Logger, check_availability, collect_env_info, run_recor
                          setup_logger)
 from dassl.utils.distributed import (close_distributed, get_world_size, init_distributed,
                                      is_main_process, per_rank_batch)
-from user_errors import UserError, exit_error
+from dpl.errors import UserError, exit_error
 
 
 def _skip_missing(err, names, what):
@@ -258,7 +258,7 @@ def run(args):
     cfg = setup_cfg(args)
     validate_cfg(cfg)
     notes = check_run_folders(args, cfg)  # before the log: a refused folder is left as it was
-    # Under torchrun: join the job (README "Multi-GPU"). A rendezvous, so every rank has checked
+    # Under torchrun: join the job (docs/SCALING.md, "Multi-GPU"). A rendezvous, so every rank has checked
     # the folders before rank 0 writes anything.
     init_distributed(cfg.USE_CUDA)
     if cfg.SEED >= 0:
@@ -366,7 +366,7 @@ def configure_determinism(cfg):
 
 
 # The project's own user errors (bad data, refused or corrupt files, a non-finite loss, ...: see
-# user_errors.py) and the library errors that only a user's path causes. Anything else (an
+# dpl/errors.py) and the library errors that only a user's path causes. Anything else (an
 # unexpected ValueError or RuntimeError from inside the code) is a bug: its traceback is shown.
 _USER_ERRORS = (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError)
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)

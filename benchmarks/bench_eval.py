@@ -1,4 +1,4 @@
-"""Evaluation cost: encode the class prompts once per pass vs once per test batch (METHOD.md §7).
+"""Evaluation cost: encode the class prompts once per pass vs once per test batch (docs/PERFORMANCE.md).
 
 A tiny random-init CLIP (the test-suite's ``TinyClipSpec``), 1000 classes, a prompted DPL model, a
 synthetic test set. Counts text-encoder calls per evaluation pass and times both strategies; the

@@ -6,7 +6,7 @@ At ViT-B/16 sizes (random-init open_clip weights, synthetic images, batch 4, fp3
 - one DPLSearch step with the default search config (``trainers/config.py``: options, α batch
   ``VAL_BATCH_SIZE``, ``ALPHA_EVERY`` k -> the mean step is (α+prompt step + (k-1) prompt-only
   steps) / k, ``UPDATE_MODE``, ``IMPL``);
-- one DPLTrain step on the paper's Fig. 2 Caltech101 configuration (PAPER_NOTES §6.4; "0/2" cells
+- one DPLTrain step on the paper's Fig. 2 Caltech101 configuration (as read from the figure; "0/2" cells
   read as 0): text [6,6,6,0,0,6,6,6,6,4,4,4], vision [0,0,0,0,6,0,6,0,0,6,0,6];
 - the text and image parts of each (forward + backward of one text pass over all classes, of the
   image pass of a batch), saved-for-backward memory of each step's largest pass (and

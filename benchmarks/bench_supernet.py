@@ -9,7 +9,7 @@ with ``--threads 1`` it is the single-core time), activation memory (bytes saved
 ``torch.cuda.max_memory_allocated``) and the max output difference fused vs reference.
 On CUDA the fused block runs its kernel path (real tokens through flex_attention with the
 log-sum-exp, ``dpl.attention.real_path_for``) and is also timed with explicit (B, H, L, L) scores.
-Never asserts anything (METHOD.md §7 targets: fused >= 2.5x faster than reference at 7 options,
+Never asserts anything (targets: fused >= 2.5x faster than reference at 7 options,
 >= 1.8x at 4, <= 1.5x the single-option block, lower memory).
 
     python benchmarks/bench_supernet.py [--quick] [--repeats N] [--device cpu|cuda]

@@ -3,7 +3,7 @@ import errno
 import os
 import pickle
 
-from user_errors import UserError
+from dpl.errors import UserError
 
 DOCS = "docs/DATASETS.md"
 

@@ -35,7 +35,7 @@ from dassl.utils import listdir_nohidden
 
 from datasets.coop_base import CoOpDataset, Splits, cache_dir_for
 from datasets.errors import DatasetFormatError, DatasetLayoutError, unwritable
-from user_errors import UserError
+from dpl.errors import UserError
 from dpl.classifier import IMAGE_EXTENSIONS
 from dpl.images import SUPPORTED_MODES
 

@@ -18,7 +18,7 @@ from dassl.utils import listdir_nohidden
 from datasets.coop_base import CoOpDataset, find_dataset_dir, require
 from datasets.datum_cache import fewshot_cache_path, load_or_build
 from datasets.errors import DOCS, DatasetFormatError
-from user_errors import UserError
+from dpl.errors import UserError
 
 
 def read_classnames(text_file: str) -> "OrderedDict[str, str]":

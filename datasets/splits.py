@@ -23,7 +23,7 @@ from dassl.utils import listdir_nohidden
 
 from datasets.errors import DOCS, DatasetFormatError, DatasetLayoutError, unwritable
 from dpl.io import atomic_write_text
-from user_errors import UserError
+from dpl.errors import UserError
 
 SPLIT_KEYS = ("train", "val", "test")
 Record = Tuple[str, int, str]  # (absolute image path, label, classname)

@@ -1,4 +1,4 @@
-"""The search artifact ``prompt_config.json``: derive, save, load and validate (METHOD.md §4).
+"""The search artifact ``prompt_config.json``: derive, save, load and validate (docs/METHOD.md, "From α to a configuration"; docs/CONFIG.md).
 
 The search stage writes one JSON file; the train stage reads it. Nothing else passes between them.
 Schema version 1::
@@ -24,7 +24,7 @@ from typing import Mapping, Optional, Sequence
 import torch
 
 from dpl.io import atomic_write_json
-from user_errors import UserError
+from dpl.errors import UserError
 
 SCHEMA = "dpl-prompt-config/1"
 BRANCHES = ("text", "vision")

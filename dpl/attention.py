@@ -1,4 +1,4 @@
-"""Prompted attention inside one frozen open_clip residual block (METHOD.md §2, §7).
+"""Prompted attention inside one frozen open_clip residual block (docs/METHOD.md: the prompted and the supernet block).
 
 A prompt ``P`` (c, width) of block i is an extra set of key/value tokens: the queries are the L real
 tokens only, keys/values are ``LN1`` of the real tokens together with ``LN1(P)``. Every query may see
@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from user_errors import UserError
+from dpl.errors import UserError
 
 IMPLS = ("fused", "reference")
 
@@ -101,7 +101,7 @@ def prompted_attention(block: nn.Module, h: torch.Tensor, prompt: Optional[torch
     prompt: raw prompt tokens (c, W) or None; they get ``LN1`` here. mask: (L, L) over real tokens.
     prompt_pos: where the prompts sit in the key sequence (text: 1, after SOS; image: L). The
     position does not change the result (attention is a set operation over keys); it is kept so the
-    key sequence is literally the one METHOD.md §2 describes.
+    key sequence is literally the one docs/METHOD.md ("The prompted block") describes.
     """
     mask = additive_mask(mask, h.dtype)
     if not _has_tokens(prompt):

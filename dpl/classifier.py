@@ -15,7 +15,6 @@ crop, scaled to [0, 1], normalised.
 from __future__ import annotations
 
 import os
-import re
 from typing import List, Optional, Sequence, Union
 
 import torch
@@ -25,8 +24,9 @@ from torchvision import transforms as T
 from dpl.artifact import ArtifactError, check_backbone, check_fits, load_artifact, lengths_from_artifact
 from dpl.clip_loader import backbone_record, load_clip, preprocess_of
 from dpl.images import to_rgb
+from dpl.io import BEST_CHECKPOINT, epoch_checkpoint_name, saved_epochs
 from dpl.model import DPLCLIP, build_fixed_model, model_dims
-from user_errors import UserError, load_weights_only
+from dpl.errors import UserError, load_weights_only
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 PROMPT_MODULE = "prompt_learner"  # the registered name of the prompts in a run folder
@@ -104,7 +104,7 @@ def find_prompt_checkpoint(run_dir: str, epoch: Optional[int] = None) -> str:
     ``checkpoint`` pointer, else the highest epoch, else ``model-best.pth.tar``)."""
     folder = os.path.join(run_dir, PROMPT_MODULE)
     if epoch is not None:
-        path = os.path.join(folder, f"model.pth.tar-{epoch}")
+        path = os.path.join(folder, epoch_checkpoint_name(epoch))
     else:
         pointer = os.path.join(folder, "checkpoint")
         path = ""
@@ -112,9 +112,8 @@ def find_prompt_checkpoint(run_dir: str, epoch: Optional[int] = None) -> str:
             with open(pointer) as fh:
                 path = os.path.join(folder, fh.read().strip())
         if not os.path.isfile(path):
-            epochs = [int(m.group(1)) for f in (os.listdir(folder) if os.path.isdir(folder) else [])
-                      for m in [re.fullmatch(r"model\.pth\.tar-(\d+)", f)] if m]
-            path = os.path.join(folder, f"model.pth.tar-{max(epochs)}" if epochs else "model-best.pth.tar")
+            epochs = saved_epochs(folder)
+            path = os.path.join(folder, epoch_checkpoint_name(epochs[-1]) if epochs else BEST_CHECKPOINT)
     if not os.path.isfile(path):
         raise ArtifactError(f"No prompt checkpoint {path}; is {run_dir} the output folder of a "
                                 "finished DPLTrain run (with --load-epoch / epoch as it saved)?")

@@ -40,7 +40,7 @@ import open_clip
 import torch
 from open_clip.model import (CLIP, build_model_from_openai_state_dict, convert_weights_to_lp,
                              set_model_preprocess_cfg)
-from user_errors import UserError, weights_only_reason
+from dpl.errors import UserError, weights_only_reason
 
 # The usual OpenAI file names, as the `clip` package stores them under ~/.cache/clip.
 OPENAI_FILENAMES = {

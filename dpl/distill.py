@@ -1,4 +1,4 @@
-"""Optional knowledge distillation from zero-shot CLIP (METHOD.md §5).
+"""Optional knowledge distillation from zero-shot CLIP (docs/METHOD.md, "The train stage").
 
 loss = CE + KD_WEIGHT * T² * KL(p_teacher ‖ p_student), both distributions at temperature T, the
 KL summed over batch and classes and divided by batch × classes — the authors' and PromptSRC's

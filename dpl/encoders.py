@@ -1,4 +1,4 @@
-"""CLIP's two encoders walked block by block with key/value prompts (METHOD.md §2).
+"""CLIP's two encoders walked block by block with key/value prompts (docs/METHOD.md, "The prompted block").
 
 The encoders hold references to the frozen open_clip modules (no copy, no fork of CLIP's model code)
 and take the prompts as arguments, so any trainer can drive them with its own prompt tensors:

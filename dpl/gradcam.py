@@ -31,7 +31,7 @@ from torchvision import transforms
 from dpl.encoders import is_vit
 from dpl.images import to_rgb
 from dpl.text_inputs import class_prompts, eot_inputs, tokenize
-from user_errors import UserError
+from dpl.errors import UserError
 
 CLIP_MEAN = tuple(OPENAI_DATASET_MEAN)
 CLIP_STD = tuple(OPENAI_DATASET_STD)

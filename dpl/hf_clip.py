@@ -28,7 +28,7 @@ import torch
 
 from dpl.clip_loader import (CLIP_VOCAB_SIZE, OPENAI_MEAN, OPENAI_STD, CheckpointError,
                              UnsupportedModelError)
-from user_errors import weights_only_reason
+from dpl.errors import weights_only_reason
 
 CONFIG_FILE = "config.json"
 PREPROCESSOR_FILE = "preprocessor_config.json"

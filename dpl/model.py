@@ -1,4 +1,4 @@
-"""The DPL model: frozen CLIP + prompted encoders, and the two builders (METHOD.md §2, §5, §7).
+"""The DPL model: frozen CLIP + prompted encoders, and the two builders (docs/METHOD.md: the prompted block, the supernet block, the train stage).
 
 ``build_fixed_model`` gives the train-stage model (one prompt per block, lengths from the search
 artifact); ``build_supernet_model`` gives the search-stage supernet (prompt options mixed by α).

@@ -1,6 +1,6 @@
 """The learnable tensors of DPL: per-block prompts (fixed configuration) and the supernet (prompts
 per option plus α). Nothing of the frozen CLIP lives here, so ``PromptLearner.state_dict()`` is exactly
-what a checkpoint needs (METHOD.md §1, §5).
+what a checkpoint needs (docs/METHOD.md: the supernet block, the train stage).
 
 Parameter names are stable: ``text.prompts.block{i}`` (fixed), ``text.prompts.block{i}_len{c}`` and
 ``text.alpha`` (supernet); the same under ``vision.``.
@@ -12,7 +12,7 @@ from typing import List, Optional, Sequence
 import torch
 import torch.nn as nn
 
-from user_errors import UserError
+from dpl.errors import UserError
 
 BRANCHES = ("text", "vision")
 PROMPT_INITS = ("official", "normal")
@@ -71,7 +71,7 @@ def _init_prompt(length: int, width: int, branch: str, init: str, std: float, de
 class BlockPrompts(nn.Module):
     """Fixed configuration of one branch: block i owns a ``(lengths[i], width)`` prompt if > 0.
 
-    Fresh train-stage prompts are ``N(0, init_std²)`` (METHOD.md §5).
+    Fresh train-stage prompts are ``N(0, init_std²)`` (docs/METHOD.md, "The train stage").
     """
 
     def __init__(self, lengths: Sequence[int], width: int, init_std: float = 0.02, device=None):
@@ -106,7 +106,7 @@ class SupernetPrompts(nn.Module):
     """Search space of one branch: an independent prompt per (block, option > 0) and α.
 
     alpha: (num_blocks, num_options), ``alpha_init_std * N(0, 1)``; softmax over a row mixes the
-    options of that block (METHOD.md §1-2).
+    options of that block (docs/METHOD.md, "The supernet block").
     """
 
     def __init__(self, num_blocks: int, options: Sequence[int], width: int, branch: str,

@@ -1,4 +1,4 @@
-"""The DPL search step and the per-epoch α history (METHOD.md §3).
+"""The DPL search step and the per-epoch α history (docs/METHOD.md, "The search loop").
 
 ``BilevelSearch`` owns the α optimizer and performs one first-order iteration: an α step on a
 validation mini-batch, then a prompt step on a training mini-batch (Algorithm 1 order). The caller
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from dpl.artifact import derive_lengths, dominant_flags
 from dpl.precision import (autocast, grad_scaler, optimizer_step, scaled_backward,
                            scaled_step)
-from user_errors import UserError
+from dpl.errors import UserError
 
 UPDATE_MODES = ("alternate", "simultaneous")
 

@@ -13,7 +13,7 @@ Keys are the CoOp dataset registry names (``DATASET.NAME``).
 """
 from __future__ import annotations
 
-from user_errors import UserError
+from dpl.errors import UserError
 
 DEFAULT_TEMPLATE = "a photo of a {}."
 

@@ -1,4 +1,4 @@
-"""Class text inputs of the text encoder ("context init", METHOD.md §5).
+"""Class text inputs of the text encoder ("context init", docs/METHOD.md, "The train stage").
 
 The text encoder starts from fixed token embeddings, one (L, width) row per class, and reads its
 feature at one index per class (the EOT token). L is ``max(EOT index) + 1`` over the classes
@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 
 from dpl.templates import DEFAULT_TEMPLATE, IMAGENET_TEMPLATES, dataset_template
-from user_errors import UserError
+from dpl.errors import UserError
 
 TEXT_INPUTS = ("default", "custom", "ensemble")
 

@@ -325,7 +325,7 @@ def test_vit_b16_defaults_match_the_papers_numbers():
     assert maple.params == 3_555_072 and maple.label == "MaPLe (2 ctx, depth 9)"
     assert complexity.baseline_row("ivlp", "", [], vit_b16, reference).params == 2 * 512 * 9 + 2 * 768 * 9
     assert complexity.baseline_row("coop", "", [], vit_b16, reference).params == 16 * 512
-    # PAPER_NOTES §7.1: the Caltech101 text configuration read from Fig. 2 (54 tokens).
+    # The Caltech101 text configuration read from the paper's Fig. 2 (54 tokens).
     caltech = dpl_cost(vit_b16, [6, 6, 6, 0, 0, 6, 6, 6, 6, 4, 4, 4], [0] * 12, reference)
     assert caltech.params == 54 * 512 and caltech.extra.image == 0 and caltech.extra.text > 0
 

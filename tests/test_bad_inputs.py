@@ -130,7 +130,7 @@ def test_project_error_classes_are_user_errors():
     from dpl.gradcam import GradCamError
     from dpl.prompts import PromptConfigError
     from tools.predict import PredictError
-    from user_errors import CheckpointMismatchError, NonFiniteLossError, UserError
+    from dpl.errors import CheckpointMismatchError, NonFiniteLossError, UserError
 
     old_bases = {ImageReadError: ValueError, CorruptCheckpointError: ValueError,
                  UnsafeCheckpointError: pickle.UnpicklingError, DatasetFormatError: ValueError,

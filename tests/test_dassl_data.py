@@ -16,7 +16,7 @@ from dassl.data.datasets import DatasetBase, Datum
 from dassl.data.samplers import build_sampler
 from dassl.data.transforms import INTERPOLATION_MODES, build_transform
 from tests.helpers.mini_dataset import MiniDTDSpec, make_mini_dtd
-from user_errors import UserError
+from dpl.errors import UserError
 
 
 def _image(path, size=(12, 10), colour=(200, 30, 30)):

@@ -1,4 +1,4 @@
-"""Prompted CLIP encoders with a fixed configuration (METHOD.md §2): exactness and prompt semantics."""
+"""Prompted CLIP encoders with a fixed configuration (docs/METHOD.md, "The prompted block"): exactness and prompt semantics."""
 import copy
 
 import open_clip

@@ -1,4 +1,4 @@
-"""The supernet (METHOD.md §1-2, §7): one-hot α == fixed configuration; fused == reference."""
+"""The supernet (docs/METHOD.md, "The supernet block"): one-hot α == fixed configuration; fused == reference."""
 import copy
 
 import pytest

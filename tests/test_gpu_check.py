@@ -88,9 +88,9 @@ def test_an_eval_that_disagrees_with_training_fails(tmp_path, monkeypatch):
     assert rows[2].result == "test accuracy 20.0% != training's 40.0%"
 
 
-def test_readme_names_the_gpu_check_in_its_gpu_section():
-    readme = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
-    section = readme.split("## Reproducibility, resuming and GPUs", 1)[1].split("\n## ", 1)[0]
+def test_the_docs_name_the_gpu_check_in_their_gpu_section():
+    page = open(os.path.join(REPO, "docs/REPRODUCIBILITY.md"), encoding="utf-8").read()
+    section = page.split("## Check a GPU machine first", 1)[1].split("\n## ", 1)[0]
     assert "bash scripts/gpu_check.sh" in section and os.path.isfile(os.path.join(REPO, "scripts", "gpu_check.sh"))
     assert f"({', '.join(gpu_check.PRECISIONS)})" in section
 

@@ -1,5 +1,5 @@
 """Any open_clip ViT from a local file: names, config JSONs, .bin/.safetensors, preprocessing,
-unsupported parts, and the artifact's backbone record (README "Other CLIP models")."""
+unsupported parts, and the artifact's backbone record (docs/MODELS.md)."""
 import json
 import os
 import shutil

@@ -13,7 +13,7 @@ from dassl.data.datasets import build_dataset
 from datasets.errors import DatasetFormatError, DatasetLayoutError
 from tests.helpers.runs import REPO
 from trainers.config import extend_cfg
-from user_errors import UserError
+from dpl.errors import UserError
 
 CLASSES = {"red_fox": (200, 40, 30), "green-frog": (40, 190, 60), "blue": (40, 60, 200)}
 

@@ -1,6 +1,6 @@
 """End to end on CPU: your images (ImageFolder) + an open_clip model from a local file (config JSON,
 non-default size/mean/std/interpolation) -> search -> train -> eval-only -> predictions
-(``dpl.load_classifier`` and tools/predict.py), README "Predict"."""
+(``dpl.load_classifier`` and tools/predict.py), docs/PREDICT.md."""
 import json
 import os
 import shlex
@@ -161,7 +161,7 @@ def run_copy(pipeline, tmp_path):
 def test_truncated_prompt_checkpoint_is_one_line_as_in_eval_only(pipeline, run_copy, tmp_path):
     from dassl.utils.torchtools import load_checkpoint
     from dpl import load_classifier
-    from user_errors import CorruptCheckpointError
+    from dpl.errors import CorruptCheckpointError
 
     run, ckpt = run_copy
     ckpt.write_bytes(ckpt.read_bytes()[:-10])  # an interrupted copy: torch raises OSError EINVAL
@@ -191,7 +191,7 @@ def test_code_running_prompt_checkpoint_is_refused_in_one_line(pipeline, run_cop
     import torch
 
     from dpl import load_classifier
-    from user_errors import UnsafeCheckpointError
+    from dpl.errors import UnsafeCheckpointError
 
     run, ckpt = run_copy
     marker = tmp_path / "pwned"

@@ -39,7 +39,7 @@ from dpl.cost import (PLACEHOLDER_CLASS, ForwardFlops, clip_flops, dpl_cost,  # 
                       image_input, model_flops, random_init_clip, total_parameters,
                       trainable_parameters)
 from dpl.plots import save_figure, styled  # noqa: E402  (selects the Agg backend)
-from user_errors import UserError, exit_error, os_error_line, output_problem  # noqa: E402
+from dpl.errors import UserError, exit_error, os_error_line, output_problem  # noqa: E402
 
 import matplotlib.pyplot as plt  # noqa: E402,I100
 from matplotlib.patches import Patch  # noqa: E402,I100

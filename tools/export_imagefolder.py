@@ -1,4 +1,4 @@
-"""Export a registered dataset's split as an ImageFolder tree (README "Your own data").
+"""Export a registered dataset's split as an ImageFolder tree (docs/DATASETS.md, "Your own data").
 
     python tools/export_imagefolder.py --root ./data --dataset DemoShapes OUT_FOLDER [--link]
 
@@ -21,7 +21,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dpl.io import atomic_open, atomic_write_text  # noqa: E402
-from user_errors import UserError, exit_error, os_error_line  # noqa: E402
+from dpl.errors import UserError, exit_error, os_error_line  # noqa: E402
 
 PROG = "export_imagefolder.py"
 

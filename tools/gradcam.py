@@ -40,7 +40,7 @@ from dpl.gradcam import (CLIP_MEAN, CLIP_STD, displayable, find_image_tower, gra
                          mapped_block, plot_gradcam, prepare_image, set_class_text,
                          vit_input_size)
 from dpl.images import load_rgb  # noqa: E402
-from user_errors import UserError, exit_error, output_problem  # noqa: E402
+from dpl.errors import UserError, exit_error, output_problem  # noqa: E402
 
 PROG = "gradcam.py"
 

@@ -19,7 +19,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from user_errors import exit_error, os_error_line, output_problem  # noqa: E402
+from dpl.errors import exit_error, os_error_line, output_problem  # noqa: E402
 from dpl.plots import (CONVERGENCE, HEATMAP, SCALES, distinct_labels,  # noqa: E402
                        plot_convergence, plot_evolution, plot_heatmaps, read_history, read_run)
 

@@ -1,4 +1,4 @@
-"""Top-k predictions of a trained DPL run on new images (README "Predict").
+"""Top-k predictions of a trained DPL run on new images (docs/PREDICT.md).
 
     python tools/predict.py --run "<train.py flags of the run>" IMAGE_OR_FOLDER ... \
         [--topk 5] [--classnames FILE] [--json out.json] [--batch-size 64]
@@ -29,7 +29,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from dpl.images import load_rgb  # noqa: E402
 
 from dpl.classifier import IMAGE_EXTENSIONS  # noqa: E402
-from user_errors import UserError, exit_error, os_error_line, output_problem  # noqa: E402
+from dpl.errors import UserError, exit_error, os_error_line, output_problem  # noqa: E402
 
 PROG = "predict.py"
 

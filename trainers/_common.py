@@ -15,8 +15,9 @@ from dassl.metrics import compute_accuracy
 from dassl.utils import load_checkpoint
 from dpl.clip_loader import PRECISIONS, load_clip, preprocess_of
 from dpl.distributed import batch_share, is_main_process
+from dpl.io import epoch_checkpoint_name, saved_epochs
 from dpl.precision import autocast, grad_scaler, scaled_step
-from user_errors import UserError, load_state_checked
+from dpl.errors import UserError, load_state_checked
 
 
 
@@ -139,10 +140,13 @@ class PromptCheckpointMixin:
     ``load_model`` follows the CoOp-family override of Dassl's so that
     ``--eval-only --model-dir D --load-epoch N`` works on both engines. It refuses to evaluate
     untrained prompts (no ``--model-dir``) and, for a checkpoint of other settings or of another
-    trainer, names the file and the tensors that differ (``user_errors.load_state_checked``).
+    trainer, names the file and the tensors that differ (``dpl.errors.load_state_checked``).
     """
 
     def load_model(self, directory, epoch=None):
+        # Seam: the loop over the model files repeats the engine's load_model (dassl/engine/trainer.py)
+        # on purpose. These trainers must also run on the real Dassl, whose load_model cannot be
+        # changed, so the override carries the refusals and the readable mismatch message itself.
         if not directory:
             if self._trainable_count() > 0:
                 raise UserError(
@@ -152,7 +156,7 @@ class PromptCheckpointMixin:
             print("Note that load_model() is skipped as no pretrained model is given "
                   "(this configuration has no prompts to load)")
             return
-        fname = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
+        fname = "model-best.pth.tar" if epoch is None else epoch_checkpoint_name(epoch)
         for name in self.get_model_names():
             path = os.path.join(directory, name, fname)
             if not os.path.exists(path):
@@ -229,14 +233,8 @@ def prune_checkpoints(folder: str, keep: int) -> None:
     Runs after every registered model has saved its epoch, so a crash at any point still leaves
     one epoch that all models have (the engine resumes from the newest such epoch).
     """
-    if not os.path.isdir(folder):
-        return
-    epochs = sorted(
-        int(f.rsplit("-", 1)[1]) for f in os.listdir(folder)
-        if f.startswith("model.pth.tar-") and f.rsplit("-", 1)[1].isdigit()
-    )
-    for epoch in epochs[:-keep]:
-        os.remove(os.path.join(folder, f"model.pth.tar-{epoch}"))
+    for epoch in saved_epochs(folder)[:-keep]:
+        os.remove(os.path.join(folder, epoch_checkpoint_name(epoch)))
 
 
 def prompt_module_name() -> str:

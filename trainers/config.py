@@ -68,14 +68,14 @@ def _add_dpl(cfg):
     s = cfg.TRAINER.DPL.SEARCH = CN()
     s.TEXT_OPTIONS = [0, 2, 4, 6]  # context lengths per block; sorted, starting with 0
     s.VISION_OPTIONS = [0, 2, 4, 6]
-    s.ALPHA_LR = 3.5e-3  # Adam on alpha (METHOD.md §3)
+    s.ALPHA_LR = 3.5e-3  # Adam on alpha (docs/METHOD.md, "The search loop")
     s.ALPHA_BETAS = (0.5, 0.999)
     s.ALPHA_WEIGHT_DECAY = 0.0
     s.ALPHA_INIT_STD = 1e-3
     s.PROMPT_INIT = "official"  # official (image N(0,1), text U[0,1)) / normal
     s.PROMPT_INIT_STD = 0.02  # used by PROMPT_INIT normal
     s.DOMINANCE_THRESHOLD = 0.5  # a block is single-dominant when its top softmax weight >= this
-    # Defaults from benchmarks/bench_search_quality.py (README "Performance"): with these the search
+    # Defaults from benchmarks/bench_search_quality.py (docs/PERFORMANCE.md): with these the search
     # runs half its epochs and an alpha step every 4th step, and the configurations it finds train
     # to the full search's accuracy (demo world, 2 tasks x 3 seeds, 80 : 40 epochs). The authors' loop:
     # PATIENCE 0, ALPHA_EVERY 1 (configs/trainers/DPLSearch/vit_b16_official.yaml).

@@ -1,4 +1,4 @@
-"""DPLSearch: the search stage of DPL (METHOD.md §1, §3, §4).
+"""DPLSearch: the search stage of DPL (docs/METHOD.md: the search loop, from α to a configuration).
 
 Per iteration: an α step (Adam) on a random validation mini-batch, then a prompt step (SGD from
 OPTIM) on a training mini-batch. After every epoch the α history is written; at the end (or on early
@@ -30,10 +30,11 @@ from dpl.distributed import (from_rank0, is_main_process, rank_part, sharded_mea
 from dpl.io import atomic_write_json
 from dpl.model import build_supernet_model, model_dims
 from dpl.prompts import check_options
+from dpl.run_keys import search_exclusions, search_roots
 from dpl.search import AlphaHistory, BilevelSearch
 from trainers._common import (CachedTextEvalMixin, PromptCheckpointMixin, check_precision,
                               clip_from_cfg, prompt_module_name)
-from user_errors import NonFiniteLossError, UserError
+from dpl.errors import NonFiniteLossError, UserError
 
 ARTIFACT = "prompt_config.json"
 HISTORY = "alpha_history.json"
@@ -93,7 +94,7 @@ class PromptsWithoutAlpha(nn.Module):
 
 
 class CyclingBatches:
-    """Random mini-batches that cycle through the whole dataset (METHOD.md §3).
+    """Random mini-batches that cycle through the whole dataset (docs/METHOD.md, "The search loop").
 
     Pass p is a permutation drawn from a private generator seeded with ``seed + p``, cut into
     batches; batch k of the run is therefore a pure function of (seed, k). That makes a resumed
@@ -329,10 +330,10 @@ class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
                 print(f"Saved {png}")
 
 
-# What defines a search (config_hash): these subtrees / keys, minus the exclusions below.
-HASHED_KEYS = ("SEED", "DATASET", "INPUT", "DATALOADER", "OPTIM", "MODEL.BACKBONE.NAME",
-               "TRAINER.NAME", "TRAINER.DPL.PREC", "TRAINER.DPL.SEARCH")
-UNHASHED_KEYS = ("DATASET.ROOT", "DATALOADER.NUM_WORKERS", "TRAINER.DPL.SEARCH.PLOT")
+# What defines a search (config_hash): these subtrees / keys, minus the exclusions; both derived
+# from the one table of config keys, dpl/run_keys.py (its "search" column).
+HASHED_KEYS = search_roots()
+UNHASHED_KEYS = search_exclusions()
 
 
 def config_hash(cfg) -> str:

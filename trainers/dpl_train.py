@@ -1,4 +1,4 @@
-"""DPLTrain: train a searched (or manual) prompt configuration with fresh prompts (METHOD.md §5).
+"""DPLTrain: train a searched (or manual) prompt configuration with fresh prompts (docs/METHOD.md, "The train stage").
 
 The configuration comes from ``TRAINER.DPL.CONFIG_FILE`` (a ``prompt_config.json`` written by
 DPLSearch, validated against the loaded CLIP) or, when that is empty, from
@@ -20,7 +20,7 @@ from dpl.model import build_fixed_model, model_dims
 from dpl.text_inputs import TEXT_INPUTS
 from trainers._common import (CachedTextEvalMixin, PromptCheckpointMixin, PromptStepMixin,
                               check_precision, clip_from_cfg, prompt_module_name)
-from user_errors import UserError
+from dpl.errors import UserError
 
 def manual_lengths(manual, num_blocks: int, branch: str) -> list:
     """Per-block lengths from TRAINER.DPL.MANUAL.<BRANCH>_{LENGTHS | LENGTH, DEPTH}."""
@@ -142,7 +142,7 @@ class DPLTrain(CachedTextEvalMixin, PromptCheckpointMixin, PromptStepMixin, Trai
         return ZeroShotTeacher(clip_model, self.dm.dataset.classnames, IMAGENET_TEMPLATES, tokenize)
 
     def distillation(self, logits, image):
-        """KD_WEIGHT * T² * KL(p_teacher ‖ p_student) (METHOD.md §5)."""
+        """KD_WEIGHT * T² * KL(p_teacher ‖ p_student) (docs/METHOD.md, "The train stage")."""
         from dpl.distill import kd_loss
 
         kd = kd_loss(logits, self.teacher(image), self.cfg.TRAINER.DPL.KD_TEMPERATURE)

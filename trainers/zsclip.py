@@ -10,7 +10,7 @@ from dassl.engine import TRAINER_REGISTRY, TrainerX
 from dpl.baselines import build_zeroshot
 from dpl.templates import ZEROSHOT_TEMPLATES
 from trainers._common import CachedTextEvalMixin, check_precision, clip_from_cfg
-from user_errors import UserError
+from dpl.errors import UserError
 
 
 @TRAINER_REGISTRY.register()

@@ -13,7 +13,7 @@ from dassl.utils.distributed import ShardedBatchSampler, get_world_size, shard_o
 from .datasets import build_dataset
 from .samplers import build_sampler
 from .transforms import INTERPOLATION_MODES, build_transform
-from user_errors import UserError
+from dpl.errors import UserError
 
 __all__ = ["DataManager", "DatasetWrapper", "ImageReadError", "build_data_loader"]
 

@@ -1,6 +1,6 @@
 """Samplers by name (``DATALOADER.*.SAMPLER``). This subset has the two CoOp-family code uses."""
 from torch.utils.data.sampler import RandomSampler, SequentialSampler
-from user_errors import UserError
+from dpl.errors import UserError
 
 __all__ = ["build_sampler"]
 

@@ -25,14 +25,14 @@ from dassl.evaluation import Classification, build_evaluator
 from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import (
     AverageMeter, MetricMeter, count_num_param, get_rng_state, load_checkpoint,
-    checkpoint_file_epoch, load_pretrained_weights, mkdir_if_missing, read_checkpoint_pointer,
-    resume_from_checkpoint, newest_loadable, save_checkpoint, tolist_if_not,
+    checkpoint_file_epoch, epoch_checkpoint_name, load_pretrained_weights, mkdir_if_missing,
+    read_checkpoint_pointer, resume_from_checkpoint, newest_loadable, save_checkpoint, tolist_if_not,
 )
 from dassl.utils.distributed import (
     all_rank_rng_states, barrier, broadcast_modules, get_world_size, install_grad_sync,
     is_main_process, merge_classification,
 )
-from user_errors import NonFiniteLossError, UserError
+from dpl.errors import NonFiniteLossError, UserError
 
 __all__ = ["SimpleNet", "TrainerBase", "SimpleTrainer", "TrainerX", "TrainerXU"]
 
@@ -173,7 +173,7 @@ class TrainerBase:
                   "(ignore this if it's done on purpose)")
             return
 
-        model_file = "model-best.pth.tar" if epoch is None else "model.pth.tar-" + str(epoch)
+        model_file = "model-best.pth.tar" if epoch is None else epoch_checkpoint_name(epoch)
         for name in self.get_model_names():
             model_path = os.path.join(directory, name, model_file)
             if not os.path.exists(model_path):
@@ -525,7 +525,7 @@ def _common_epoch_files(directory, names):
     oldest = min(epochs.values())
     files = {}
     for name in names:
-        files[name] = pointers[name] if epochs[name] == oldest else "model.pth.tar-{}".format(oldest)
+        files[name] = pointers[name] if epochs[name] == oldest else epoch_checkpoint_name(oldest)
         fpath = os.path.join(directory, name, files[name])
         if not os.path.isfile(fpath):
             raise FileNotFoundError(

@@ -10,7 +10,7 @@ schedule keeps driving the live optimizer.
 from __future__ import annotations
 
 from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler, MultiStepLR, StepLR
-from user_errors import UserError
+from dpl.errors import UserError
 
 __all__ = ["build_lr_scheduler", "ConstantWarmupScheduler", "LinearWarmupScheduler", "AVAI_SCHEDS"]
 

@@ -5,7 +5,7 @@ import warnings
 
 import torch
 import torch.nn as nn
-from user_errors import UserError
+from dpl.errors import UserError
 
 __all__ = ["build_optimizer", "AVAI_OPTIMS"]
 

@@ -17,7 +17,7 @@ import os
 import torch
 import torch.distributed as dist
 
-from user_errors import UserError
+from dpl.errors import UserError
 
 __all__ = [
     "init_distributed", "close_distributed", "get_world_size", "get_rank", "is_main_process",

@@ -15,7 +15,8 @@ import glob
 import json
 import os
 
-from user_errors import UserError
+from dpl.run_keys import identity_keys, operational_keys
+from dpl.errors import UserError
 
 from .distributed import is_main_process
 from .torchtools import atomic_write_text
@@ -24,15 +25,10 @@ __all__ = ["RECORD_FILE", "check_output_dir", "check_model_dir", "record_run", "
            "flat_config"]
 
 RECORD_FILE = "run_config.json"
-# What a run is: these may never change when a folder is re-used.
-IDENTITY_KEYS = ("TRAINER.NAME", "SEED", "DATASET.NAME", "DATASET.NUM_SHOTS",
-                 "DATASET.SUBSAMPLE_CLASSES", "MODEL.BACKBONE.NAME")
-# Where a run reads and writes and how fast it goes, not what it computes: these may change.
-OPERATIONAL_KEYS = frozenset({
-    "OUTPUT_DIR", "RESUME", "DATASET.ROOT", "MODEL.BACKBONE.PATH", "USE_CUDA", "VERBOSE",
-    "DATALOADER.NUM_WORKERS", "DATALOADER.TEST.BATCH_SIZE", "TRAIN.PRINT_FREQ",
-    "TRAIN.CHECKPOINT_FREQ", "TRAIN.KEEP_CHECKPOINTS", "TRAINER.DPL.SEARCH.PLOT",
-})
+# What a run is (never changes when a folder is re-used) and what may change (where a run reads and
+# writes, how fast it goes): derived from the one table of config keys, dpl/run_keys.py.
+IDENTITY_KEYS = identity_keys()
+OPERATIONAL_KEYS = operational_keys()
 
 
 def flat_config(cfg, prefix=""):

@@ -13,7 +13,8 @@ import numpy as np
 import PIL
 import torch
 from PIL import Image  # noqa: F401  (kept importable from here)
-from user_errors import UserError
+from dpl.io import atomic_open
+from dpl.errors import UserError
 
 __all__ = [
     "mkdir_if_missing", "check_isfile", "read_json", "write_json", "set_random_seed",
@@ -48,7 +49,7 @@ def read_json(fpath):
 def write_json(obj, fpath):
     """Write ``obj`` as JSON with Dassl's layout (indent 4, ``": "``), creating the parent dir."""
     mkdir_if_missing(os.path.dirname(os.path.abspath(fpath)))
-    with open(fpath, "w") as f:
+    with atomic_open(fpath, "w") as f:  # a crash never leaves half a file (dpl.io)
         json.dump(obj, f, indent=4, separators=(",", ": "))
 
 

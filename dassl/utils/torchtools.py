@@ -12,22 +12,23 @@ import os
 import random
 import re
 import shutil
-import tempfile
 import warnings
 from collections import OrderedDict
 
 import numpy as np
 import torch
 
-from user_errors import (CorruptCheckpointError, UnsafeCheckpointError, UserError,
-                         load_state_checked, load_weights_only)
+from dpl.io import (atomic_open, atomic_torch_save, atomic_write_text, checkpoint_file_epoch,  # noqa: F401
+                    epoch_checkpoint_name, saved_epochs)
+from dpl.errors import (CorruptCheckpointError, UnsafeCheckpointError, UserError,  # noqa: F401
+                        load_state_checked, load_weights_only)
 
 from .tools import mkdir_if_missing
 from .distributed import get_rank, get_world_size
 
 __all__ = [
     "save_checkpoint", "load_checkpoint", "resume_from_checkpoint", "read_checkpoint_pointer",
-    "newest_loadable", "checkpoint_file_epoch",
+    "newest_loadable", "checkpoint_file_epoch", "epoch_checkpoint_name",
     "load_pretrained_weights",
     "count_num_param", "get_rng_state", "set_rng_state", "UnsafeCheckpointError",
     "CorruptCheckpointError",
@@ -37,62 +38,9 @@ UNSAFE_LOAD_ENV = "DASSL_ALLOW_UNSAFE_LOAD"
 
 
 # ---------------------------------------------------------------------------------------------
-# Atomic writes (dassl must not depend on dpl, so this is a small local copy of the idea).
-
-def _fsync_dir(directory):
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _current_umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _current_umask()
-
-
-def _atomic_write(fpath, write_fn, mode="wb"):
-    """Call ``write_fn(fh)`` on a temp sibling of ``fpath``, fsync it, then rename it over ``fpath``."""
-    fpath = os.path.abspath(fpath)
-    directory = os.path.dirname(fpath)
-    mkdir_if_missing(directory)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(fpath) + ".", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, mode) as fh:
-            write_fn(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual mode
-        os.replace(tmp, fpath)
-    except BaseException as err:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        if isinstance(err, OSError) and err.filename is None and err.errno is not None:
-            # torch.save / write report "No space left on device" without a file; name the target.
-            raise OSError(err.errno, err.strerror or str(err), fpath) from err
-        raise
-    _fsync_dir(directory)
-
-
-def atomic_torch_save(obj, fpath):
-    _atomic_write(fpath, lambda fh: torch.save(obj, fh))
-
-
-def atomic_write_text(fpath, text):
-    _atomic_write(fpath, lambda fh: fh.write(text), mode="w")
-
+# Atomic writes and checkpoint file names: one implementation, in dpl.io (the engine may import
+# dpl's foundation modules, never its method; docs/ARCHITECTURE.md). Re-exported here under
+# Dassl-style names.
 
 # ---------------------------------------------------------------------------------------------
 # RNG state (weights_only-safe: tensors, ints, lists, tuples).
@@ -149,7 +97,7 @@ def save_checkpoint(state, save_dir, is_best=False, remove_module_from_keys=True
         state = dict(state)
         state["state_dict"] = _strip_module_prefix(state["state_dict"])
 
-    fname = model_name if model_name else "model.pth.tar-" + str(state["epoch"])
+    fname = model_name if model_name else epoch_checkpoint_name(state["epoch"])
     fpath = os.path.join(save_dir, fname)
     atomic_torch_save(state, fpath)
     print("Checkpoint saved to {}".format(fpath))
@@ -158,7 +106,8 @@ def save_checkpoint(state, save_dir, is_best=False, remove_module_from_keys=True
 
     if is_best:
         best_fpath = os.path.join(os.path.dirname(fpath), "model-best.pth.tar")
-        _atomic_write(best_fpath, lambda fh: _copy_into(fpath, fh))
+        with atomic_open(best_fpath, "wb") as fh:
+            _copy_into(fpath, fh)
         print('Best checkpoint saved to "{}"'.format(best_fpath))
 
 
@@ -180,7 +129,7 @@ def load_checkpoint(fpath, allow_unsafe=None):
     refused with UnsafeCheckpointError unless ``allow_unsafe=True`` or ``DASSL_ALLOW_UNSAFE_LOAD=1``;
     with the opt-in it loads with a warning. Only opt in for files you trust. A truncated or
     garbled file raises CorruptCheckpointError. Both messages are one line naming the file
-    (``user_errors.load_weights_only``, which ``dpl.load_classifier`` reads prompts with too).
+    (``dpl.errors.load_weights_only``, which ``dpl.load_classifier`` reads prompts with too).
     """
     if fpath is None:
         raise ValueError("File path is None")
@@ -233,9 +182,6 @@ def read_checkpoint_pointer(fdir):
     return name
 
 
-_EPOCH_FILE = re.compile(r"model\.pth\.tar-(\d+)")
-
-
 def newest_loadable(directory, files):
     """The checkpoint files to resume from: ``files`` (``{model name: file name in
     directory/<name>}``, one epoch) if they all load, else the newest older epoch whose
@@ -249,7 +195,7 @@ def newest_loadable(directory, files):
     current = min(_file_epoch(f) for f in files.values())
     common = set.intersection(*(_saved_epochs(os.path.join(directory, n)) for n in files))
     for epoch in sorted((e for e in common if e < current), reverse=True):
-        older = {name: "model.pth.tar-{}".format(epoch) for name in files}
+        older = {name: epoch_checkpoint_name(epoch) for name in files}
         if _first_unloadable(directory, older)[0] is None:
             print('Note: checkpoint "{}" is corrupt or truncated; resuming from epoch {}, the newest '
                   "checkpoint that loads.".format(bad, epoch))
@@ -268,20 +214,13 @@ def _first_unloadable(directory, files):
     return None, None
 
 
-def checkpoint_file_epoch(fname):
-    """N for a per-epoch checkpoint file ``model.pth.tar-N``; None for any other name (e.g.
-    ``model-best.pth.tar``)."""
-    match = _EPOCH_FILE.fullmatch(fname)
-    return int(match.group(1)) if match else None
-
-
 def _file_epoch(fname):
     epoch = checkpoint_file_epoch(fname)
     return float("inf") if epoch is None else epoch
 
 
 def _saved_epochs(fdir):
-    return {e for e in map(checkpoint_file_epoch, os.listdir(fdir)) if e is not None}
+    return set(saved_epochs(fdir))
 
 
 RESUME_MISMATCH_HINT = (

@@ -27,7 +27,7 @@ from dpl.encoders import is_vit
 from dpl.model import DPLCLIP, model_dims
 from dpl.prompts import BlockPrompts, PromptConfigError
 from dpl.text_inputs import class_prompts, eot_inputs, tokenize
-from user_errors import UserError
+from dpl.errors import UserError
 
 INIT_STD = 0.02  # random contexts and prompts ~ N(0, 0.02²), as in CoOp and MaPLe
 MAX_WORD_INIT = 4  # IVLP/MaPLe: CTX_INIT initialises the context only when N_CTX <= 4

@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from dpl.baselines.context import place_context, sentence_template
 from dpl.prompts import BlockPrompts, PromptLearner
-from user_errors import UserError
+from dpl.errors import UserError
 
 
 class _NoArch:

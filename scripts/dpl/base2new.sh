@@ -4,7 +4,7 @@
 # Usage: bash scripts/dpl/base2new.sh [DATASET ...] [KEY VALUE ...]   (no datasets = all 11)
 # Output: $OUTPUT/base2new_base/... and $OUTPUT/base2new_new/...
 # Then: python tools/parse_test_res.py $OUTPUT --base2new
-# Cells in parallel: EXECUTOR=local|slurm (README, "Protocol grids on a cluster (SLURM)").
+# Cells in parallel: EXECUTOR=local|slurm (docs/SCALING.md, "Run the protocols on a cluster (SLURM)").
 [ -n "${BASH_VERSION:-}" ] || { echo "error: base2new.sh needs bash; run it with bash: bash scripts/dpl/base2new.sh ..." >&2; exit 2; }
 source "$(dirname "$0")/_lib.sh"
 split_args "$@"

@@ -3,7 +3,7 @@
 # ImageNetV2, -Sketch, -A and -R.
 # Usage: bash scripts/dpl/dg.sh [KEY VALUE ...]     (TARGETS overrides the 4 variants)
 # Output: $OUTPUT/xd_train/... and $OUTPUT/dg_test/...; then python tools/parse_test_res.py $OUTPUT/dg_test
-# Cells in parallel: EXECUTOR=local|slurm (README, "Protocol grids on a cluster (SLURM)").
+# Cells in parallel: EXECUTOR=local|slurm (docs/SCALING.md, "Run the protocols on a cluster (SLURM)").
 [ -n "${BASH_VERSION:-}" ] || { echo "error: dg.sh needs bash; run it with bash: bash scripts/dpl/dg.sh ..." >&2; exit 2; }
 source "$(dirname "$0")/_lib.sh"
 no_dataset_args dg.sh "$@"

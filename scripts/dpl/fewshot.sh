@@ -3,7 +3,7 @@
 # Usage: bash scripts/dpl/fewshot.sh [DATASET ...] [KEY VALUE ...]
 #   no datasets = all 11; SHOTS_LIST (default "1 2 4 8 16"), SEEDS (default "1 2 3").
 # Then: python tools/parse_test_res.py $OUTPUT/fewshot
-# Cells in parallel: EXECUTOR=local|slurm (README, "Protocol grids on a cluster (SLURM)").
+# Cells in parallel: EXECUTOR=local|slurm (docs/SCALING.md, "Run the protocols on a cluster (SLURM)").
 [ -n "${BASH_VERSION:-}" ] || { echo "error: fewshot.sh needs bash; run it with bash: bash scripts/dpl/fewshot.sh ..." >&2; exit 2; }
 source "$(dirname "$0")/_lib.sh"
 split_args "$@"

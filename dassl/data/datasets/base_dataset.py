@@ -9,7 +9,7 @@ import os
 import random
 from collections import defaultdict
 
-from user_errors import UserError
+from dpl.errors import UserError
 
 __all__ = ["Datum", "DatasetBase", "MissingImageError", "describe_missing_image"]
 

@@ -13,7 +13,7 @@ from torchvision.transforms import (
     Resize, ToTensor,
 )
 from torchvision.transforms.functional import InterpolationMode
-from user_errors import UserError
+from dpl.errors import UserError
 
 __all__ = ["AVAI_CHOICES", "INTERPOLATION_MODES", "build_transform"]
 

@@ -6,9 +6,9 @@ and the one way of reporting them.
 traceback. Messages name the file or key, the value and the fix. ``UserError`` subclasses
 ``ValueError``, so code that caught ``ValueError`` keeps working.
 
-This module stands apart so that both ``dassl`` and ``dpl`` can raise these errors and read
-checkpoints the same way (``load_weights_only``): ``dpl`` never imports ``dassl`` and ``dassl``
-never imports ``dpl``.
+Both ``dpl`` and the engine raise these errors and read checkpoints the same way
+(``load_weights_only``): ``dpl`` never imports ``dassl``, and ``dassl`` may import this module (one of
+``dpl``'s foundation modules; docs/ARCHITECTURE.md). It imports nothing of the project itself.
 """
 from __future__ import annotations
 
