@@ -8,8 +8,8 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OURS = ("dpl", "dassl", "clip", "datasets", "trainers", "tools", "demo", "benchmarks", "tests", "train")
 # The foundation modules of dpl that the engine may use: the user errors, the atomic writes and
-# checkpoint names, the table of config keys.
-DPL_FOUNDATION = ("dpl.errors", "dpl.io", "dpl.run_keys")
+# checkpoint names, the table of config keys, the image loader.
+DPL_FOUNDATION = ("dpl.errors", "dpl.io", "dpl.run_keys", "dpl.images")
 # Layer -> the modules of ours it may import (a name allows the module and everything below it).
 # Imports inside one's own layer are always allowed. "*" allows everything.
 ALLOWED = {
@@ -107,3 +107,22 @@ def test_every_module_imports_only_what_its_layer_may():
 ])
 def test_the_import_rule_fails_on_a_forbidden_import(module, source, expected):
     assert violations(module, source) == expected
+
+
+def test_the_engine_does_not_load_the_method_through_dpls_foundation():
+    """dassl imports dpl.errors/io/images/run_keys; that must not run the method's modules (dpl's
+    public names load lazily), nor open_clip."""
+    import subprocess
+    import sys
+
+    code = ("import sys, dassl.utils.tools, dassl.utils.torchtools, dassl.data.datasets.base_dataset; "
+            "import dpl.errors, dpl.io, dpl.images, dpl.run_keys; "
+            "print(sorted(m for m in sys.modules if m in ('open_clip', 'dpl.model', 'dpl.attention', "
+            "'dpl.encoders', 'dpl.classifier', 'dpl.prompts')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+    from dpl import PromptLearner, load_classifier  # the public names still work
+    import dpl
+
+    assert callable(load_classifier) and PromptLearner.__name__ == "PromptLearner"
+    assert set(dpl.__all__) >= {"DPLCLIP", "load_classifier", "supernet_block"}
