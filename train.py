@@ -222,6 +222,13 @@ def warn_ignored_keys(cfg):
                   "it is read by the other DPL stage only.")
 
 
+def run_notes(cfg) -> list:
+    """Lines a trainer wants at the top of its log (its ``run_notes(cfg)``, e.g. DPLSearch's search
+    loop); the trainer may raise UserError there for its own settings, before the log is opened."""
+    notes = getattr(TRAINER_REGISTRY.get(cfg.TRAINER.NAME), "run_notes", None)
+    return list(notes(cfg)) if notes is not None else []
+
+
 def _check_name(what, where, name, registry):
     try:
         check_availability(name, registry.registered_names())
@@ -257,7 +264,9 @@ def print_args(args, cfg):
 def run(args):
     cfg = setup_cfg(args)
     validate_cfg(cfg)
+    trainer_notes = run_notes(cfg)  # the trainer's own checks, and its first log lines
     notes = check_run_folders(args, cfg)  # before the log: a refused folder is left as it was
+    notes = [*notes, *trainer_notes]
     # Under torchrun: join the job (docs/SCALING.md, "Multi-GPU"). A rendezvous, so every rank has checked
     # the folders before rank 0 writes anything.
     init_distributed(cfg.USE_CUDA)

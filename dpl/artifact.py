@@ -4,11 +4,16 @@ The search stage writes one JSON file; the train stage reads it. Nothing else pa
 Schema version 1::
 
     {"schema": "dpl-prompt-config/1", "backbone": BACKBONE, "text": BRANCH, "vision": BRANCH,
-     "history_file": "alpha_history.json", "provenance": {...}, ["classifier": {...}]}
+     "history_file": "alpha_history.json", "provenance": {...}, ["search": SEARCH],
+     ["classifier": {...}]}
     BRANCH = {"num_blocks", "width", "options", "lengths", "alpha", "probs", "dominant"}
     BACKBONE = {"name", "file", "config", "sha256", "config_sha256"}
                (``dpl.clip_loader.backbone_record``; older files lack config_sha256), or a name
                string (older files, hand-written configurations)
+
+    SEARCH = {"alpha_every", "patience", "min_epochs", "update_mode", "class_sample", "epochs_run",
+              "seed", "world_size"}: how DPLSearch searched (its loop, the seed it used, the number
+              of processes). Optional: older files and hand-written configurations lack it.
 
 A train run's copy also holds ``classifier`` (``dpl.classifier.classifier_info``): what a prediction
 needs besides the prompts (class names, text input, input preprocessing).
@@ -28,6 +33,8 @@ from dpl.errors import UserError
 
 SCHEMA = "dpl-prompt-config/1"
 BRANCHES = ("text", "vision")
+SEARCH_KEYS = ("alpha_every", "patience", "min_epochs", "update_mode", "class_sample", "epochs_run",
+               "seed", "world_size")
 PROVENANCE_KEYS = (
     "dataset", "subsample_classes", "num_shots", "seed", "epochs_run", "max_epoch",
     "early_stopped", "config_hash", "code_version", "created",
@@ -83,7 +90,8 @@ def shots_provenance(requested: int, train_labels: Sequence[int]) -> dict:
 
 
 def build_artifact(backbone, text: dict, vision: dict, provenance: Mapping,
-                   history_file: str = "alpha_history.json") -> dict:
+                   history_file: str = "alpha_history.json", search: Optional[Mapping] = None) -> dict:
+    """A schema-1 artifact; ``search`` (SEARCH_KEYS) records how a DPLSearch run searched."""
     art = {
         "schema": SCHEMA,
         "backbone": backbone,
@@ -94,6 +102,8 @@ def build_artifact(backbone, text: dict, vision: dict, provenance: Mapping,
     }
     extra = {k: v for k, v in provenance.items() if k not in PROVENANCE_KEYS}
     art["provenance"].update(extra)
+    if search is not None:
+        art["search"] = {k: search.get(k) for k in SEARCH_KEYS}
     validate_artifact(art, "<new artifact>")
     return art
 
@@ -139,6 +149,9 @@ def validate_artifact(art, source: str) -> None:
     if art.get("schema") != SCHEMA:
         fail(f"schema is {art.get('schema')!r}, this code reads {SCHEMA!r}. Re-run the search with "
              "this version of the code, or use the version that wrote the file.")
+    if "search" in art and not isinstance(art["search"], dict):
+        fail(f"search must be a JSON object (how the run searched), got {json.dumps(art['search'])}; "
+             "restore the file from the search output or delete the key.")
     for name in BRANCHES:
         br = art.get(name)
         if not isinstance(br, dict):

@@ -36,6 +36,7 @@ RUN_KEYS: Dict[str, KeyRole] = {
     "DATASET.NUM_SHOTS":      KeyRole(True,    True,  False),
     "DATASET.SUBSAMPLE_CLASSES": KeyRole(True, True,  False),
     "DATASET.ROOT":           KeyRole(False,   False, True),
+    "DATASET.CACHE_DIR":      KeyRole(False,   False, True),  # where split/few-shot caches go
     "INPUT":                  KeyRole(False,   True,  False),
     "DATALOADER":             KeyRole(False,   True,  False),
     "DATALOADER.NUM_WORKERS": KeyRole(False,   False, True),

@@ -241,6 +241,10 @@ def test_one_step_and_evaluation_on_two_ranks_equal_one_process(trainer, data_ro
     assert not os.path.exists(tmp_path / "out1") or os.listdir(tmp_path / "out1") == []
     if trainer == "DPLSearch":
         assert {"alpha", "alpha_history.json"} <= set(written)
+        # The artifact's search block records the number of processes (issue 22 §1).
+        for out, world in (("out0", WORLD), ("out-1", 1)):
+            search = json.loads((tmp_path / out / "prompt_config.json").read_text())["search"]
+            assert search["world_size"] == world and search["seed"] == 1, search
 
 
 # ---------------------------------------------------------------------------------------------

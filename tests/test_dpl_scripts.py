@@ -250,3 +250,34 @@ def test_grid_cells_of_every_protocol_skip_when_finished(tmp_path):
         assert "Nothing to run: every cell is finished." in again.stdout and calls_again == calls
     evals = [c["argv"] for c in calls if "--eval-only" in c["argv"]]
     assert len(evals) == 2 * 3 and all(a[a.index("--load-epoch") + 1] == "1" for a in evals)
+
+
+# Which DPLSearch config a script runs (issue 22 §1): the paper's loop by default, SEARCH_CFG=vit_b16_fast
+# the fast one; base2new.sh runs a SEARCH_CFG's _base2new twin where one exists.
+SEARCH_CFGS = [
+    ("search.sh", ["dtd", "1"], {}, "vit_b16"),
+    ("search.sh", ["dtd", "1"], {"SEARCH_CFG": "vit_b16_fast"}, "vit_b16_fast"),
+    ("fewshot.sh", ["dtd"], {"SEARCH_CFG": "vit_b16_fast"}, "vit_b16_fast"),
+    ("base2new.sh", ["dtd"], {}, "vit_b16_base2new"),
+    ("base2new.sh", ["dtd"], {"SEARCH_CFG": "vit_b16_fast"}, "vit_b16_fast_base2new"),
+    ("base2new.sh", ["dtd"], {"SEARCH_CFG": "vit_b16_fast", "EXECUTOR": "local"}, "vit_b16_fast_base2new"),
+    ("base2new.sh", ["dtd"], {"SEARCH_CFG": "vit_b16_fast_base2new"}, "vit_b16_fast_base2new"),
+    ("base2new.sh", ["dtd"], {"SEARCH_CFG": "vit_b16_official"}, "vit_b16_official"),  # no twin: as given
+]
+
+
+@pytest.mark.parametrize("script,args,env,config", SEARCH_CFGS,
+                         ids=[f"{s}-{e.get('SEARCH_CFG', 'default')}-{e.get('EXECUTOR', 'sequential')}"
+                              for s, _, e, _ in SEARCH_CFGS])
+def test_search_cfg_selects_the_search_config(script, args, env, config, tmp_path):
+    proc, calls = run_fake(script, args, tmp_path, **env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    searches = [c["argv"] for c in calls if c["argv"][c["argv"].index("--trainer") + 1] == "DPLSearch"]
+    assert len(searches) == 1
+    argv = searches[0]
+    assert argv[argv.index("--config-file") + 1] == f"configs/trainers/DPLSearch/{config}.yaml"
+    assert f"/DPLSearch/{config}/dtd/" in argv[argv.index("--output-dir") + 1]
+    twin = env.get("SEARCH_CFG") == "vit_b16_fast" and script == "base2new.sh"
+    said = ("SEARCH_CFG=vit_b16_fast: base-to-new runs its twin "
+            "configs/trainers/DPLSearch/vit_b16_fast_base2new.yaml")
+    assert (said in proc.stdout) == twin, proc.stdout

@@ -36,8 +36,8 @@ def test_search_writes_valid_artifact_history_and_plots(search_run):
     history = json.load(open(os.path.join(out, "alpha_history.json")))
     assert [h["epoch"] for h in history] == [1, 2]
     assert history[-1]["text"]["lengths"] == art["text"]["lengths"]
-    # α moved away from its ~1e-3 init (2 epochs x 2 steps with ALPHA_EVERY 4: one Adam step,
-    # which moves every entry by about ALPHA_LR = 3.5e-3)
+    # α moved away from its ~1e-3 init (2 epochs x 2 steps, an α step at each: four Adam steps, each
+    # moving every entry by about ALPHA_LR = 3.5e-3)
     assert max(abs(v) for row in art["text"]["alpha"] for v in row) > 3e-3
     for png in ("alpha_heatmap.png", "alpha_convergence.png"):
         assert os.path.getsize(os.path.join(out, png)) > 1000

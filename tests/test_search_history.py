@@ -52,5 +52,8 @@ def test_config_hash_covers_only_what_defines_the_search():
                        ("DATASET.VAL_FROM_TRAIN", "True"), ("INPUT.SIZE", "(32, 32)"),
                        ("OPTIM.LR", "0.1"), ("DATALOADER.TRAIN_X.BATCH_SIZE", "8"),
                        ("MODEL.BACKBONE.NAME", "ViT-B/32"), ("TRAINER.DPL.PREC", "amp"),
-                       ("TRAINER.DPL.SEARCH.TEXT_OPTIONS", "[0, 2]")]:
+                       ("TRAINER.DPL.SEARCH.TEXT_OPTIONS", "[0, 2]"),
+                       # the search loop: the paper's loop and the fast one are different searches
+                       ("TRAINER.DPL.SEARCH.ALPHA_EVERY", "4"), ("TRAINER.DPL.SEARCH.PATIENCE", "3"),
+                       ("TRAINER.DPL.SEARCH.MIN_EPOCHS", "40")]:
         assert config_hash(_search_cfg(key, value)) != base, key

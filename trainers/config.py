@@ -75,13 +75,12 @@ def _add_dpl(cfg):
     s.PROMPT_INIT = "official"  # official (image N(0,1), text U[0,1)) / normal
     s.PROMPT_INIT_STD = 0.02  # used by PROMPT_INIT normal
     s.DOMINANCE_THRESHOLD = 0.5  # a block is single-dominant when its top softmax weight >= this
-    # Defaults from benchmarks/bench_search_quality.py (docs/PERFORMANCE.md): with these the search
-    # runs half its epochs and an alpha step every 4th step, and the configurations it finds train
-    # to the full search's accuracy (demo world, 2 tasks x 3 seeds, 80 : 40 epochs). The authors' loop:
-    # PATIENCE 0, ALPHA_EVERY 1 (configs/trainers/DPLSearch/vit_b16_official.yaml).
-    s.PATIENCE = 3  # early stop when the derived configuration is unchanged this many epochs; 0 = off
-    s.MIN_EPOCHS = 40  # early stop never ends the search before this many epochs (half of 80)
-    s.ALPHA_EVERY = 4  # an alpha step every k prompt steps (1 = every step, Algorithm 1)
+    # The search loop. Defaults: the paper's Algorithm 1 (an alpha step at every prompt step, all
+    # OPTIM.MAX_EPOCH epochs, no early stop). configs/trainers/DPLSearch/vit_b16_fast.yaml holds a
+    # faster loop (ALPHA_EVERY 4, PATIENCE 3, MIN_EPOCHS 40) that is not the paper's.
+    s.ALPHA_EVERY = 1  # an alpha step every k prompt steps (1 = every step, Algorithm 1)
+    s.PATIENCE = 0  # early stop when the derived configuration is unchanged this many epochs; 0 = off
+    s.MIN_EPOCHS = 0  # early stop never ends the search before this many epochs
     s.CLASS_SAMPLE = 0  # approximate, opt-in: score the batch's classes + random others, N in all
     s.UPDATE_MODE = "alternate"  # alternate (Algorithm 1) / simultaneous (one shared text pass)
     s.IMPL = "fused"  # fused / reference (one attention per option; for tests and benchmarks)

@@ -137,12 +137,22 @@ class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
         check_options(s.VISION_OPTIONS, "vision")
         if s.VAL_BATCH_SIZE <= 0:
             raise UserError(f"TRAINER.DPL.SEARCH.VAL_BATCH_SIZE must be > 0, got {s.VAL_BATCH_SIZE}.")
-        for key, low in (("ALPHA_EVERY", 1), ("MIN_EPOCHS", 0), ("CLASS_SAMPLE", 0)):
-            if int(s[key]) < low:
-                raise UserError(f"TRAINER.DPL.SEARCH.{key} must be >= {low}, got {s[key]}.")
+        check_search_loop(cfg)
         if s.CLASS_SAMPLE and world_size() > 1:  # each rank would sample other classes
             raise UserError(f"TRAINER.DPL.SEARCH.CLASS_SAMPLE {s.CLASS_SAMPLE} works on one process "
                             "only; set it to 0 under torchrun.")
+
+    @staticmethod
+    def run_notes(cfg) -> list:
+        """The first lines of a search's log (train.py prints them before the run): which search
+        loop runs, and a warning when early stop is set but can never fire. Raises UserError for
+        loop settings out of range."""
+        check_search_loop(cfg)
+        notes = [search_loop_line(cfg)]
+        warning = early_stop_warning(cfg)
+        if warning:
+            notes.append(warning)
+        return notes
 
     # -- data -------------------------------------------------------------------------------
     def build_data_loader(self):
@@ -315,8 +325,16 @@ class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
             "code_version": dpl_version,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         }
+        s = self.cfg.TRAINER.DPL.SEARCH
+        search = {  # how it was searched (the loop, and what a rerun needs to draw the same batches)
+            "alpha_every": int(s.ALPHA_EVERY), "patience": int(s.PATIENCE),
+            "min_epochs": int(s.MIN_EPOCHS), "update_mode": s.UPDATE_MODE,
+            "class_sample": int(s.CLASS_SAMPLE), "epochs_run": epochs_run,
+            "seed": int(self.val_batches.seed),  # SEED < 0: the seed this search drew
+            "world_size": world_size(),
+        }
         art = build_artifact(self.backbone, branches["text"], branches["vision"],
-                             provenance, history_file=HISTORY)
+                             provenance, history_file=HISTORY, search=search)
         path = os.path.join(self.output_dir, ARTIFACT)
         if not is_main_process():  # every rank derived the same artifact; rank 0 writes it
             return
@@ -328,6 +346,78 @@ class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
             from dpl.plots import plot_search_run
             for png in plot_search_run(self.output_dir):
                 print(f"Saved {png}")
+
+
+# The search loop (TRAINER.DPL.SEARCH.ALPHA_EVERY / PATIENCE / MIN_EPOCHS, UPDATE_MODE, CLASS_SAMPLE).
+LOOP_KEYS = (("ALPHA_EVERY", 1, "1 (an α step at every prompt step, the paper's loop) or more"),
+             ("PATIENCE", 0, "0 (no early stop, the paper's loop) or a number of epochs"),
+             ("MIN_EPOCHS", 0, "0 or a number of epochs"),
+             ("CLASS_SAMPLE", 0, "0 (every class) or a number of classes"))
+
+
+def check_search_loop(cfg) -> None:
+    """UserError naming the key, its value and the fix for loop settings out of range."""
+    s = cfg.TRAINER.DPL.SEARCH
+    for key, low, fix in LOOP_KEYS:
+        if int(s[key]) < low:
+            raise UserError(f"TRAINER.DPL.SEARCH.{key} must be >= {low}, got {s[key]}; set it to {fix}.")
+
+
+def first_stop_epoch(cfg):
+    """The first epoch after which early stop may end the search, or None when it never can
+    (PATIENCE 0, or no such epoch before OPTIM.MAX_EPOCH). Stopping needs PATIENCE unchanged
+    epochs after the first (so PATIENCE + 1 epochs) and at least MIN_EPOCHS epochs."""
+    s = cfg.TRAINER.DPL.SEARCH
+    if s.PATIENCE <= 0:
+        return None
+    first = max(s.PATIENCE + 1, s.MIN_EPOCHS)
+    return first if first < cfg.OPTIM.MAX_EPOCH else None
+
+
+def early_stop_warning(cfg):
+    """One line when PATIENCE > 0 but early stop can never fire, else None."""
+    s, epochs = cfg.TRAINER.DPL.SEARCH, cfg.OPTIM.MAX_EPOCH
+    if s.PATIENCE <= 0 or first_stop_epoch(cfg) is not None:
+        return None
+    if s.MIN_EPOCHS >= epochs:
+        why = (f"TRAINER.DPL.SEARCH.MIN_EPOCHS {s.MIN_EPOCHS} >= OPTIM.MAX_EPOCH {epochs} while "
+               f"PATIENCE is {s.PATIENCE}")
+        fix = "lower MIN_EPOCHS below MAX_EPOCH"
+    else:
+        why = (f"TRAINER.DPL.SEARCH.PATIENCE {s.PATIENCE} needs {s.PATIENCE + 1} epochs, but "
+               f"OPTIM.MAX_EPOCH is {epochs}")
+        fix = "lower PATIENCE"
+    return (f"Warning: {why}: early stop can never fire, all {epochs} epochs run ({fix} for an "
+            "early stop, or set PATIENCE 0 to say there is none).")
+
+
+def search_loop_line(cfg) -> str:
+    """``Search loop: ...``: the α-step frequency, the epochs, early stop, and whether this is the
+    paper's loop (Algorithm 1: α step at every prompt step, all epochs, alternate updates, every
+    class scored)."""
+    s, epochs = cfg.TRAINER.DPL.SEARCH, cfg.OPTIM.MAX_EPOCH
+    k = int(s.ALPHA_EVERY)
+    parts = ["α every step" if k == 1 else f"α every {k} steps"]
+    first = first_stop_epoch(cfg)
+    if first is None:
+        parts.append(f"{epochs} epochs")
+    else:
+        parts.append(f"early stop from epoch {first} when settled (configuration unchanged for "
+                     f"{s.PATIENCE} epochs), at most {epochs} epochs")
+    fast = k > 1 or first is not None
+    other = []
+    if s.UPDATE_MODE != "alternate":
+        other.append(f"UPDATE_MODE {s.UPDATE_MODE}")
+    if s.CLASS_SAMPLE:
+        other.append(f"CLASS_SAMPLE {s.CLASS_SAMPLE}")
+    parts += other
+    if not fast and not other:
+        tag = "Algorithm 1"
+    elif not other:
+        tag = "fast, not the paper's loop"
+    else:
+        tag = "not the paper's loop"
+    return f"Search loop: {', '.join(parts)} ({tag})"
 
 
 # What defines a search (config_hash): these subtrees / keys, minus the exclusions; both derived

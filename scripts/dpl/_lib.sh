@@ -6,7 +6,8 @@
 #   CLIP_CHECKPOINT local OpenAI-format CLIP checkpoint (default: ~/.cache/clip/<usual name>)
 #   TRAINER         trainer of the train stage: DPLTrain (default), CoOp, IVLP, MaPLe, ZeroshotCLIP
 #   CFG             its config name under configs/trainers/$TRAINER/ (default per trainer)
-#   SEARCH_CFG      DPLSearch config name (default vit_b16)
+#   SEARCH_CFG      DPLSearch config name (default vit_b16, the paper's loop; vit_b16_fast: the fast
+#                   loop); base2new.sh runs <SEARCH_CFG>_base2new where that config exists
 #   SEEDS           seeds (default "1 2 3");  PYTHON  interpreter (default python)
 #   EXECUTOR        sequential (default), local or slurm: how the grid cells run (see run_grid)
 #   JOBS, GPUS_PER_JOB, SLURM_PARTITION, SLURM_TIME, SLURM_ACCOUNT, SLURM_EXTRA: see tools/grid.py
