@@ -309,8 +309,9 @@ def _real_attention_lse(q, k, v, mask, acc, flex: bool) -> tuple:
 #   the score_mod (text: causal mask; image: none) -> 2 variants.
 # - gradient: calls whose output needs none run under no_grad, so "grad mode off" (evaluation) and
 #   "grad on but no input requires grad" (the first block) are one state -> 2 variants.
-# - dtype / autocast: one state for the run's PREC (training passes); evaluation runs without
-#   autocast, one more state under amp / bf16, and only without gradients -> +2 there.
+# - dtype: the kernel always runs with autocast off, in the dtype of its inputs. Training passes
+#   give the run's PREC dtype; evaluation runs without autocast, so under amp / bf16 its fp32
+#   inputs make one more state, only without gradients -> +1 per tower there.
 # Per process: 2 x 2 = 4 graphs for PREC fp32 / fp16, 4 + 2 = 6 for amp / bf16 (a test checks it).
 FLEX_GRAPH_BOUND = 6
 
@@ -357,12 +358,11 @@ def flex_real_attention(q, k, v, mask=None) -> tuple:
     q, k, v = (torch.cat([t, t]) if batch == 1 else t.contiguous() for t in (q, k, v))
     for t in (q, k, v):
         torch._dynamo.mark_dynamic(t, 0)
-    run = _flex_runner(q.device.type)
-    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
-        out, lse = run(q, k, v, mask)
-    else:
-        with torch.no_grad():
-            out, lse = run(q, k, v, mask)
+    needs_grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+    # Autocast off: q, k, v already have the dtype the kernel should use (the projections ran under
+    # the caller's autocast), and the compiled graph then never depends on the autocast state.
+    with torch.autocast(q.device.type, enabled=False), torch.set_grad_enabled(needs_grad):
+        out, lse = _flex_runner(q.device.type)(q, k, v, mask)
     return (out[:1], lse[:1]) if batch == 1 else (out, lse)
 
 

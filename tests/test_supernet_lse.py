@@ -323,7 +323,8 @@ def test_compiled_flex_graphs_stay_within_the_stated_bound_over_a_search(clip_mo
     runs = {}
     for real in ("scores", "flex"):
         torch.manual_seed(0)
-        model = build_supernet_model(clip_model, ["cat", "dog", "fox"], [0, 2, 4], [0, 2], real_attention=real)
+        model = build_supernet_model(clip_model, ["cat", "dog", "fox"], [0, 2, 4], [0, 2],
+                                     real_attention=real)
         runs[real] = search_like_run(model, autocast_dtype)
     assert len(counted_flex.graphs) == graphs <= attention.FLEX_GRAPH_BOUND
     batch_sizes = {shape[0] for graph in counted_flex.graphs for shape in graph if len(shape) == 4}
