@@ -246,14 +246,14 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(REPO))
     import torch
 
-    from dpl.attention import _flex_unusable
+    from dpl.attention import flex_unusable_reason
 
     if args.device == "cuda" and not torch.cuda.is_available():
         print("flex_check: no CUDA GPU here; nothing was compared.")
         return 0
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 is fp32 in both paths
     torch.backends.cudnn.allow_tf32 = False
-    reason = _flex_unusable(args.device) if args.candidate == "lse-flex" else None
+    reason = flex_unusable_reason(args.device) if args.candidate == "lse-flex" else None
     if reason is not None:  # e.g. torch < 2.9: flex is simply not an option on this machine
         rows, result = [], {"flex_may_be_default": False,
                             "line": f"flex verdict: NO, flex cannot run here: {reason}"}

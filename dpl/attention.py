@@ -174,7 +174,7 @@ def flex_import_error() -> Optional[str]:
     return None
 
 
-def _flex_unusable(device) -> Optional[str]:
+def flex_unusable_reason(device) -> Optional[str]:
     """None when the flex path can run on ``device``, else one clause saying why not."""
     device = torch.device(device)
     if device.type != "cuda":
@@ -207,7 +207,7 @@ def real_path_for(device, requested: str = "scores") -> str:
                             f"one of {REAL_CHOICES + REAL_PATHS[1:]} or unset it.")
         raise UserError(f"{source} = {requested!r} is unknown; use one of {REAL_CHOICES}.")
     if path == "lse-flex":
-        reason = _flex_unusable(device)
+        reason = flex_unusable_reason(device)
         if reason is not None:
             _say_once(f"Supernet attention: {source}={requested} asks for flex_attention, but {reason}; "
                       "the explicit-score path runs instead.")

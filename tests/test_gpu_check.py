@@ -402,5 +402,6 @@ def test_flex_check_runs_end_to_end_on_the_cpu_with_the_torch_twin(tmp_path):
 
 def test_flex_check_without_a_gpu_says_so():
     proc = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "flex_check.py")], cwd=REPO,
-                          capture_output=True, text=True, timeout=120, env=dict(os.environ, CUDA_VISIBLE_DEVICES=""))
+                          capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, CUDA_VISIBLE_DEVICES=""))
     assert proc.returncode == 0 and proc.stdout == "flex_check: no CUDA GPU here; nothing was compared.\n"

@@ -282,7 +282,7 @@ def counted_flex(monkeypatch, fresh_selection):
     counter = GraphCounter()
     torch._dynamo.reset()
     compiled = torch.compile(attention._flex_lse, backend=counter, dynamic=False)
-    monkeypatch.setattr(attention, "_flex_unusable", lambda device: None)
+    monkeypatch.setattr(attention, "flex_unusable_reason", lambda device: None)
     monkeypatch.setattr(attention, "_flex_runner", lambda device_type: compiled)
     with torch._dynamo.config.patch(recompile_limit=attention.FLEX_GRAPH_BOUND,
                                     fail_on_recompile_limit_hit=True):
@@ -290,7 +290,7 @@ def counted_flex(monkeypatch, fresh_selection):
     torch._dynamo.reset()
 
 
-def search_like_run(model, autocast_dtype):
+def search_like_run(model, autocast_dtype, device="cpu"):
     """What a search does to the supernet: prompt and α steps on batches of 4, 3 and a last batch of 1
     (under the PREC's autocast), evaluation without gradients and without autocast; logits of each."""
     g = torch.Generator().manual_seed(3)
@@ -299,14 +299,14 @@ def search_like_run(model, autocast_dtype):
     for epoch in range(2):
         model.train()
         for batch in (4, 3, 1):
-            images = torch.randn(batch, 3, 32, 32, generator=g)
-            with torch.autocast("cpu", dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            images = torch.randn(batch, 3, 32, 32, generator=g).to(device)
+            with torch.autocast(device, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                 logits = model(images)
             grads = torch.autograd.grad(logits.float().square().mean(), params)
             out.append((logits.detach().float(), [gr.float() for gr in grads]))
         model.eval()
         with torch.no_grad():
-            out.append((model(torch.randn(3, 3, 32, 32, generator=g)).float(), []))
+            out.append((model(torch.randn(3, 3, 32, 32, generator=g).to(device)).float(), []))
     return out
 
 
@@ -350,3 +350,32 @@ def test_real_cpu_flex_kernel_makes_one_graph_per_tower_for_every_batch_size(cou
             assert out.shape == (batch, 2, tokens, 8) and lse.shape == (batch, 2, tokens)
             assert (out - want).abs().max() <= 1e-5 and (lse - want_lse.squeeze(-1)).abs().max() <= 1e-5
     assert len(counted_flex.graphs) == 2
+
+
+@pytest.mark.cuda
+@cuda
+def test_cuda_compiled_flex_search_stays_within_the_graph_bound_and_equals_scores(clip_model, monkeypatch):
+    """The real thing: inductor-compiled flex_attention, forward and backward, through a search-like
+    sequence under amp (fp16 autocast; evaluation in fp32) -- at most FLEX_GRAPH_BOUND graphs, never a
+    recompile-limit fallback, and the explicit path's numbers."""
+    import copy
+
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    monkeypatch.delenv("DPL_SUPERNET_REAL", raising=False)
+    cuda_clip = copy.deepcopy(clip_model).cuda()
+    torch._dynamo.reset()
+    before = counters["stats"]["unique_graphs"]
+    runs = {}
+    with torch._dynamo.config.patch(recompile_limit=attention.FLEX_GRAPH_BOUND, fail_on_recompile_limit_hit=True):
+        for real in ("scores", "flex"):
+            torch.manual_seed(0)
+            model = build_supernet_model(cuda_clip, ["cat", "dog", "fox"], [0, 2, 4], [0, 2], real_attention=real)
+            runs[real] = search_like_run(model, torch.float16, "cuda")
+    graphs = counters["stats"]["unique_graphs"] - before
+    torch._dynamo.reset()
+    assert 0 < graphs <= attention.FLEX_GRAPH_BOUND
+    for (y, gs), (want_y, want_gs) in zip(runs["flex"], runs["scores"]):
+        for a, b in zip([y, *gs], [want_y, *want_gs]):
+            assert torch.isfinite(a).all() and (a - b).abs().max() <= 2e-2 * max(1.0, b.abs().max().item())
