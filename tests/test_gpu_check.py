@@ -405,3 +405,46 @@ def test_flex_check_without_a_gpu_says_so():
                           capture_output=True, text=True, timeout=120,
                           env=dict(os.environ, CUDA_VISIBLE_DEVICES=""))
     assert proc.returncode == 0 and proc.stdout == "flex_check: no CUDA GPU here; nothing was compared.\n"
+
+
+# --- the docs say what the scripts do ---------------------------------------------------------------
+
+def read_doc(name):
+    with open(os.path.join(REPO, "docs", name), encoding="utf-8") as f:
+        return f.read()
+
+
+def test_the_gpu_check_section_states_the_scripts_settings():
+    section = read_doc("REPRODUCIBILITY.md").split("## GPU check", 1)[1].split("\n## ", 1)[0]
+    section = " ".join(section.split())  # line breaks are layout
+    assert "pip download --no-deps -d wheels open-clip-torch==3.3.* yacs ftfy wcwidth submitit" in section
+    assert "GPU_CHECK_PYTHON=python3 GPU_CHECK_WHEELS=wheels bash scripts/gpu_check.sh" in section
+    assert "pip install --no-index --no-deps --find-links wheels <missing>" in section
+    with open(os.path.join(REPO, "scripts", "gpu_check.sh"), encoding="utf-8") as f:
+        script = f.read()
+    for name in set(re.findall(r"GPU_CHECK_[A-Z_]+", script)):  # every variable it reads is documented
+        assert name in section, name
+    assert gpu_check.RESULT_FILE in section and "./output/gpu_check" in section
+    assert f"default {gpu_check.TOTAL_BUDGET_S:.0f}" in section
+    caps = gpu_check.SECTION_BUDGET_S
+    assert (f"flex comparison {caps['flex']:.0f} s, CUDA tests {caps['pytest']:.0f} s, benchmark "
+            f"{caps['bench']:.0f} s, each pipeline step {caps['pipeline']:.0f} s") in section
+    tol = {p: f"{t:.0e}".replace("e-0", "e-") for p, t in flex_check.TOLERANCE.items()}  # 1e-4
+    assert f"{tol['fp32']} (fp32), {tol['amp']} (amp) or {tol['bf16']} (bf16)" in section
+    assert f"within {flex_check.ACCURACY_SLACK:g}x" in section and "8, 18 and 77 text tokens and 197" in section
+
+
+def test_the_config_and_performance_pages_state_the_attention_key():
+    from dassl.config import get_cfg_default
+    from dpl.attention import FLEX_GRAPH_BOUND, REAL_CHOICES
+    from trainers.config import extend_cfg
+
+    cfg = get_cfg_default()
+    extend_cfg(cfg)
+    row = f"| `TRAINER.DPL.SEARCH.REAL_ATTENTION` | `{cfg.TRAINER.DPL.SEARCH.REAL_ATTENTION}` | " + \
+        ", ".join(f"`{c}`" for c in REAL_CHOICES) + " |"
+    assert row in read_doc("CONFIG.md")
+    performance = " ".join(read_doc("PERFORMANCE.md").split())
+    assert "`TRAINER.DPL.SEARCH.REAL_ATTENTION flex`" in performance and "`DPL_SUPERNET_REAL=flex`" in performance
+    assert "at most 4 graphs with `PREC fp32` / `fp16` and at most 6 with `amp` / `bf16`" in performance
+    assert FLEX_GRAPH_BOUND == 6
