@@ -303,10 +303,12 @@ def _real_attention_lse(q, k, v, mask, acc, flex: bool) -> tuple:
 # Dynamo silently runs the function uncompiled, i.e. flex_attention's slow reference, so the count
 # must stay bounded:
 # - batch size: no graph of its own. The batch dimension is marked dynamic, and a batch of 1 (which
-#   Dynamo would specialise) is padded to 2. Inputs are made contiguous so their strides follow from
-#   their sizes and never differ between calls.
-# - sequence length, heads, head size: static, and fixed per tower in a run; the tower also decides
-#   the score_mod (text: causal mask; image: none) -> 2 variants.
+#   Dynamo would specialise) is padded to 2. Inputs are packed so that their strides follow from
+#   their sizes and never differ between calls (Dynamo guards on strides, size-1 dims included).
+# - sequence length, heads, head size: static (the best kernels) and fixed per run: the image
+#   length by the model, the text length by the dataset's class prompts, which the model cuts once
+#   to max(EOT) + 1 of all classes (class samples and rank shards keep that length).
+# - the tower: text (causal mask as score_mod, its length) or image (none) -> 2 variants.
 # - gradient: calls whose output needs none run under no_grad, so "grad mode off" (evaluation) and
 #   "grad on but no input requires grad" (the first block) are one state -> 2 variants.
 # - dtype: the kernel always runs with autocast off, in the dtype of its inputs. Training passes
@@ -347,6 +349,17 @@ def _flex_runner(device_type: str):
     return _compiled_flex_lse() if device_type == "cuda" else _flex_lse
 
 
+def _packed(t: torch.Tensor) -> torch.Tensor:
+    """``t`` with the strides of a new contiguous tensor. ``contiguous()`` alone may keep any stride
+    of a size-1 dim (one attention head), and Dynamo would compile a graph for each such layout."""
+    t = t.contiguous()
+    want, step = [], 1
+    for size in reversed(t.shape):
+        want.append(step)
+        step *= size
+    return t if list(t.stride()) == want[::-1] else t.new_empty(t.shape).copy_(t)
+
+
 def flex_real_attention(q, k, v, mask=None) -> tuple:
     """flex_attention over (B, H, L, d) queries/keys/values with an additive (L, L) ``mask`` (or
     None) and scale 1: output (B, H, L, d) and log-sum-exp (B, H, L), through one compiled graph
@@ -355,7 +368,7 @@ def flex_real_attention(q, k, v, mask=None) -> tuple:
 
     _load_flex()
     batch = q.shape[0]
-    q, k, v = (torch.cat([t, t]) if batch == 1 else t.contiguous() for t in (q, k, v))
+    q, k, v = (_packed(torch.cat([t, t]) if batch == 1 else t) for t in (q, k, v))
     for t in (q, k, v):
         torch._dynamo.mark_dynamic(t, 0)
     needs_grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)

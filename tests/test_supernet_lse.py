@@ -290,18 +290,25 @@ def counted_flex(monkeypatch, fresh_selection):
     torch._dynamo.reset()
 
 
+CLASSES = ["cat", "golden retriever", "hot air balloon over the sea"]  # names of different lengths
+
+
 def search_like_run(model, autocast_dtype, device="cpu"):
     """What a search does to the supernet: prompt and α steps on batches of 4, 3 and a last batch of 1
-    (under the PREC's autocast), evaluation without gradients and without autocast; logits of each."""
+    (under the PREC's autocast), class-sampled text passes, evaluation without gradients and without
+    autocast; logits of each."""
     g = torch.Generator().manual_seed(3)
     params = model.prompt_parameters() + model.arch_parameters()
     out = []
     for epoch in range(2):
         model.train()
-        for batch in (4, 3, 1):
+        for batch, classes in ((4, None), (3, [0, 1]), (1, [0])):
             images = torch.randn(batch, 3, 32, 32, generator=g).to(device)
             with torch.autocast(device, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                 logits = model(images)
+                if classes is not None:  # as the search's class sampling does
+                    text = model.encode_text(torch.tensor(classes, device=device))
+                    logits = torch.cat([logits.flatten(), text.flatten()])
             grads = torch.autograd.grad(logits.float().square().mean(), params)
             out.append((logits.detach().float(), [gr.float() for gr in grads]))
         model.eval()
@@ -323,12 +330,14 @@ def test_compiled_flex_graphs_stay_within_the_stated_bound_over_a_search(clip_mo
     runs = {}
     for real in ("scores", "flex"):
         torch.manual_seed(0)
-        model = build_supernet_model(clip_model, ["cat", "dog", "fox"], [0, 2, 4], [0, 2],
-                                     real_attention=real)
+        model = build_supernet_model(clip_model, CLASSES, [0, 2, 4], [0, 2], real_attention=real)
         runs[real] = search_like_run(model, autocast_dtype)
     assert len(counted_flex.graphs) == graphs <= attention.FLEX_GRAPH_BOUND
-    batch_sizes = {shape[0] for graph in counted_flex.graphs for shape in graph if len(shape) == 4}
-    assert batch_sizes == {3, 4}  # text: 3 classes; image: the first batch (3 and 1, padded, reuse it)
+    shapes = {shape[:3] for graph in counted_flex.graphs for shape in graph if len(shape) == 4}
+    # Traced at the first call of each tower: 3 classes (all cut to the longest class prompt), 4 images;
+    # the smaller batches (1 padded to 2) and the class samples (2 and 1 classes) reuse those graphs.
+    text_tokens = int(model.eot_index.max()) + 1
+    assert {s[0] for s in shapes} == {3, 4} and {s[2] for s in shapes} == {text_tokens, 17}
     tol = 1e-5 if autocast_dtype is None else 5e-2  # bf16: relative to each tensor's largest entry
     for (y, gs), (want_y, want_gs) in zip(runs["flex"], runs["scores"]):
         for a, b in zip([y, *gs], [want_y, *want_gs]):
@@ -371,7 +380,7 @@ def test_cuda_compiled_flex_search_stays_within_the_graph_bound_and_equals_score
     with torch._dynamo.config.patch(recompile_limit=attention.FLEX_GRAPH_BOUND, fail_on_recompile_limit_hit=True):
         for real in ("scores", "flex"):
             torch.manual_seed(0)
-            model = build_supernet_model(cuda_clip, ["cat", "dog", "fox"], [0, 2, 4], [0, 2], real_attention=real)
+            model = build_supernet_model(cuda_clip, CLASSES, [0, 2, 4], [0, 2], real_attention=real)
             runs[real] = search_like_run(model, torch.float16, "cuda")
     graphs = counters["stats"]["unique_graphs"] - before
     torch._dynamo.reset()
