@@ -388,3 +388,38 @@ def test_cuda_compiled_flex_search_stays_within_the_graph_bound_and_equals_score
     for (y, gs), (want_y, want_gs) in zip(runs["flex"], runs["scores"]):
         for a, b in zip([y, *gs], [want_y, *want_gs]):
             assert torch.isfinite(a).all() and (a - b).abs().max() <= 2e-2 * max(1.0, b.abs().max().item())
+
+
+# --- through train.py -------------------------------------------------------------------------------
+
+def test_a_cpu_search_asked_for_flex_says_once_why_and_runs_the_scores(data_root, tiny_clip_path, tmp_path,
+                                                                         fresh_selection):
+    from tests.helpers.runs import run_train
+
+    out = tmp_path / "search"
+    run_train(train_args_for_search(data_root, tiny_clip_path, tmp_path)
+              + ["TRAINER.DPL.SEARCH.REAL_ATTENTION", "flex"])
+    log = (out / "log.txt").read_text()
+    assert [line for line in log.splitlines() if line.startswith("Supernet attention:")] == [
+        "Supernet attention: TRAINER.DPL.SEARCH.REAL_ATTENTION=flex asks for flex_attention, but "
+        "flex_attention runs compiled on CUDA only (this model is on cpu); the explicit-score path runs "
+        "instead."]
+    assert (out / "prompt_config.json").is_file()
+
+
+def test_an_unknown_real_attention_value_is_one_line_and_exit_2(data_root, tiny_clip_path, tmp_path, capsys,
+                                                                monkeypatch):
+    from tests.test_reliability import run_fails
+
+    msg = run_fails(train_args_for_search(data_root, tiny_clip_path, tmp_path)
+                    + ["TRAINER.DPL.SEARCH.REAL_ATTENTION", "flash"], capsys, monkeypatch)
+    assert msg == ("TRAINER.DPL.SEARCH.REAL_ATTENTION = 'flash' is unknown; use one of ('scores', 'flex') "
+                   "(flex: compiled flex_attention, CUDA only).")
+    assert not (tmp_path / "search" / "prompt_config.json").exists()
+
+
+def train_args_for_search(data_root, tiny_clip_path, tmp_path):
+    from tests.helpers.runs import tiny_opts, train_args
+
+    return train_args("DPLSearch", "vit_b16", "dtd", data_root, tmp_path / "search") + \
+        tiny_opts(tiny_clip_path, epochs=1)
