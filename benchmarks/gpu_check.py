@@ -84,8 +84,9 @@ class Clock:
         return self.total_s - (self.now() - self.start)
 
     def step_limit(self, section: str) -> Optional[float]:
-        """Seconds the next step of ``section`` may run, or None when it no longer fits."""
-        limit = min(SECTION_BUDGET_S[section], self.left())
+        """Seconds the next step of ``section`` may run, or None when it no longer fits. The caps
+        scale with the whole budget (GPU_CHECK_BUDGET_S=900 doubles each)."""
+        limit = min(SECTION_BUDGET_S[section] * self.total_s / TOTAL_BUDGET_S, self.left())
         return limit if limit >= MIN_STEP_S else None
 
 

@@ -141,12 +141,14 @@ def test_the_clock_caps_each_step_by_its_section_and_the_whole_check():
     assert clock.step_limit("pytest") == 50  # what is left of the whole check
     now.t = 450 - gpu_check.MIN_STEP_S + 1
     assert clock.step_limit("pipeline") is None  # too little left to start a step
+    now.t = 0
+    assert gpu_check.Clock(900, now).step_limit("flex") == 2 * gpu_check.SECTION_BUDGET_S["flex"]
 
 
 def test_steps_that_do_not_fit_are_skipped_and_one_past_its_time_fails_its_row(tmp_path, monkeypatch):
     now = FakeTime()
-    clock = gpu_check.Clock(100, now)
-    now.t = 95
+    clock = gpu_check.Clock(450, now)
+    now.t = 445
     rows = gpu_check.check_pipeline("cuda", tmp_path, {}, tmp_path, tmp_path / "clip.pt", "amp", False, clock)
     assert [(r.name, r.ok) for r in rows] == [("DPLSearch amp", None), ("DPLTrain amp", None),
                                               ("eval-only amp", None)]
