@@ -171,7 +171,7 @@ def test_flex_off_cuda_or_without_triton_runs_the_scores(fresh_selection, monkey
         "runs instead."]
 
 
-def test_dpl_imports_and_searches_on_a_torch_without_aux_request(tmp_path):
+def test_dpl_and_the_trainers_import_on_a_torch_without_aux_request(tmp_path):
     """torch 2.1-2.8 (no AuxRequest): importing dpl and the trainers works; flex is never imported."""
     code = (
         "import sys, types\n"
