@@ -19,6 +19,7 @@ Public functions (all batch-first; x is ``(batch, L, width)``):
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 from typing import Optional, Sequence
 
@@ -141,21 +142,78 @@ def mixed_attention_reference(block: nn.Module, h: torch.Tensor,
 
 
 # How the fused path computes the real-token part (see ``mixed_attention_fused``):
-# "scores": explicit (B, H, L, L) scores; "lse-math": softmax output + log-sum-exp written in torch
-# (the CPU twin of the kernel path, for tests); "lse-flex": PyTorch's flex_attention kernel returning
-# the log-sum-exp (compiled; the default on CUDA). DPL_SUPERNET_REAL overrides the automatic choice.
+# "scores": explicit (B, H, L, L) scores, the default on every device (what the CPU tests cover);
+# "lse-math": softmax output + log-sum-exp written in torch (the CPU twin of the kernel path, for
+# tests); "lse-flex": PyTorch's flex_attention kernel returning the log-sum-exp (compiled; CUDA
+# only, opt-in). Users choose between "scores" and "flex" (TRAINER.DPL.SEARCH.REAL_ATTENTION);
+# the environment variable DPL_SUPERNET_REAL overrides that choice and also takes the path names.
 REAL_PATHS = ("scores", "lse-math", "lse-flex")
+REAL_CHOICES = ("scores", "flex")  # TRAINER.DPL.SEARCH.REAL_ATTENTION
+_ALIASES = {"flex": "lse-flex"}
+_said: set = set()
 
 
-def real_path_for(device) -> str:
-    """The real-token path for tensors on ``device``: "lse-flex" on CUDA, else "scores"."""
+def _say_once(message: str) -> None:
+    """Print ``message`` the first time only (the path is resolved at every forward pass)."""
+    if message not in _said:
+        _said.add(message)
+        print(message, flush=True)
+
+
+@functools.lru_cache(maxsize=None)
+def flex_import_error() -> Optional[str]:
+    """None when flex_attention with a log-sum-exp output can be imported, else why not.
+
+    Imported here, lazily: ``AuxRequest`` exists from torch 2.9 on, and importing dpl must work on
+    every torch the requirements allow."""
+    try:
+        from torch.nn.attention.flex_attention import AuxRequest, flex_attention  # noqa: F401
+    except ImportError as error:
+        return (f"torch {torch.__version__} has no flex_attention with a log-sum-exp output "
+                f"(AuxRequest needs torch >= 2.9; {error})")
+    return None
+
+
+def flex_unusable_reason(device) -> Optional[str]:
+    """None when the flex path can run on ``device``, else one clause saying why not."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return f"flex_attention runs compiled on CUDA only (this model is on {device.type})"
+    reason = flex_import_error()
+    if reason is None and _triton_missing():
+        reason = "torch.compile needs triton for CUDA kernels and it is not installed"
+    return reason
+
+
+def _triton_missing() -> bool:
+    return importlib.util.find_spec("triton") is None
+
+
+def real_path_for(device, requested: str = "scores") -> str:
+    """The real-token path (one of ``REAL_PATHS``) for tensors on ``device``.
+
+    requested: "scores" or "flex" (TRAINER.DPL.SEARCH.REAL_ATTENTION; "lse-math"/"lse-flex" are
+    accepted too). DPL_SUPERNET_REAL, when set, wins. "flex" runs only where it can (CUDA, a torch
+    with ``AuxRequest``, triton); elsewhere one line says why and the explicit-score path runs.
+    """
+    source = "TRAINER.DPL.SEARCH.REAL_ATTENTION"
     forced = os.environ.get("DPL_SUPERNET_REAL", "")
     if forced:
-        if forced not in REAL_PATHS:
-            raise UserError(f"The environment variable DPL_SUPERNET_REAL={forced!r} is unknown; set one "
-                            f"of {REAL_PATHS} or unset it.")
-        return forced
-    return "lse-flex" if torch.device(device).type == "cuda" else "scores"
+        requested, source = forced, "DPL_SUPERNET_REAL"
+    path = _ALIASES.get(requested, requested)
+    if path not in REAL_PATHS:
+        if source == "DPL_SUPERNET_REAL":
+            raise UserError(f"The environment variable DPL_SUPERNET_REAL={forced!r} is unknown; set "
+                            f"one of {REAL_CHOICES + REAL_PATHS[1:]} or unset it.")
+        raise UserError(f"{source} = {requested!r} is unknown; use one of {REAL_CHOICES}.")
+    if path == "lse-flex":
+        reason = flex_unusable_reason(device)
+        if reason is not None:
+            _say_once(f"Supernet attention: {source}={requested} asks for flex_attention, but {reason}; "
+                      "the explicit-score path runs instead.")
+            return "scores"
+        _say_once(f"Supernet attention: real tokens through compiled flex_attention ({source}={requested}).")
+    return path
 
 
 def mixed_attention_fused(attn: nn.MultiheadAttention, h: torch.Tensor, prompt_h: torch.Tensor,
@@ -166,7 +224,8 @@ def mixed_attention_fused(attn: nn.MultiheadAttention, h: torch.Tensor, prompt_h
     h: (B, L, W) queries/real keys, already ``LN1``. prompt_h: (P, W) the prompts of all options
     concatenated, already ``LN1``. segment: (P,) long, the option index of each prompt token.
     weights: (K,). mask: (L, L) over real tokens (bool or additive). real: one of ``REAL_PATHS`` or
-    "auto" (``real_path_for(h.device)``); all give the same numbers (tests check to 1e-5).
+    "auto" (``real_path_for(h.device)``: the explicit scores unless DPL_SUPERNET_REAL asks for
+    another path); all give the same numbers (tests check to 1e-5).
 
     For option k with running max ``m_k`` (per query and head), its softmax denominator is
     ``Z_k = exp(m0 - m_k) * sum_j exp(s_j - m0) + sum_{p in k} exp(s_p - m_k)``, so the mixture is
@@ -231,12 +290,8 @@ def _real_attention_lse(q, k, v, mask, acc, flex: bool) -> tuple:
     (B, H, L, 1) of the scores, from flex_attention (a fused kernel, no (L, L) tensor kept) or
     written out in torch (same numbers; CPU tests run this twin)."""
     if flex:
-        from torch.nn.attention.flex_attention import AuxRequest
-
-        score_mod = None if mask is None else (lambda score, b, h, qi, kv: score + mask[qi, kv])
-        o0, aux = _flex_attention(q.device.type == "cuda")(q, k, v, score_mod=score_mod, scale=1.0,
-                                                            return_aux=AuxRequest(lse=True))
-        return o0, aux.lse.unsqueeze(-1).to(acc)
+        o0, lse0 = flex_real_attention(q, k, v, mask)
+        return o0, lse0.unsqueeze(-1).to(acc)
     s = (q @ k.transpose(-1, -2)).to(acc)
     if mask is not None:
         s = s + mask
@@ -244,13 +299,84 @@ def _real_attention_lse(q, k, v, mask, acc, flex: bool) -> tuple:
     return torch.exp(s - lse0).to(v.dtype) @ v, lse0
 
 
-@functools.lru_cache(maxsize=2)
-def _flex_attention(compiled: bool):
-    """flex_attention; compiled for CUDA (the eager form is a slow reference, fine for CPU tests,
-    which can only run it without gradients: PyTorch has no flex backward on CPU)."""
-    from torch.nn.attention.flex_attention import flex_attention
+# How many graphs the compiled flex path makes. Past Dynamo's recompile_limit (8 per code object)
+# Dynamo silently runs the function uncompiled, i.e. flex_attention's slow reference, so the count
+# must stay bounded:
+# - batch size: no graph of its own. The batch dimension is marked dynamic, and a batch of 1 (which
+#   Dynamo would specialise) is padded to 2. Inputs are packed so that their strides follow from
+#   their sizes and never differ between calls (Dynamo guards on strides, size-1 dims included).
+# - sequence length, heads, head size: static (the best kernels) and fixed per run: the image
+#   length by the model, the text length by the dataset's class prompts, which the model cuts once
+#   to max(EOT) + 1 of all classes (class samples and rank shards keep that length).
+# - the tower: text (causal mask as score_mod, its length) or image (none) -> 2 variants.
+# - gradient: calls whose output needs none run under no_grad, so "grad mode off" (evaluation) and
+#   "grad on but no input requires grad" (the first block) are one state -> 2 variants.
+# - dtype: the kernel always runs with autocast off, in the dtype of its inputs. Training passes
+#   give the run's PREC dtype; evaluation runs without autocast, so under amp / bf16 its fp32
+#   inputs make one more state, only without gradients -> +1 per tower there.
+# Per process: 2 x 2 = 4 graphs for PREC fp32 / fp16, 4 + 2 = 6 for amp / bf16 (a test checks it).
+FLEX_GRAPH_BOUND = 6
 
-    return torch.compile(flex_attention, dynamic=False) if compiled else flex_attention
+_flex_kernel = None  # torch.nn.attention.flex_attention.flex_attention, imported on first use
+_aux_request = None  # ... and its AuxRequest
+
+
+def _flex_lse(q, k, v, mask):
+    """What gets compiled: flex_attention's output (B, H, L, d) and log-sum-exp (B, H, L)."""
+    score_mod = None if mask is None else (lambda score, b, h, qi, kv: score + mask[qi, kv])
+    out, aux = _flex_kernel(q, k, v, score_mod=score_mod, scale=1.0, return_aux=_aux_request(lse=True))
+    return out, aux.lse
+
+
+def _load_flex() -> None:
+    global _flex_kernel, _aux_request
+    if _flex_kernel is None:
+        from torch.nn.attention.flex_attention import AuxRequest, flex_attention
+
+        _flex_kernel, _aux_request = flex_attention, AuxRequest
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_flex_lse():
+    # dynamic=False: no automatic dynamic shapes (lengths stay static); the batch dimension is
+    # dynamic because flex_real_attention marks it so (mark_dynamic is honoured with dynamic=False).
+    return torch.compile(_flex_lse, dynamic=False)
+
+
+def _flex_runner(device_type: str):
+    """The compiled function on CUDA; on the CPU flex_attention's eager reference (forward only:
+    PyTorch has no flex backward on CPU), used by tests."""
+    return _compiled_flex_lse() if device_type == "cuda" else _flex_lse
+
+
+def _packed(t: torch.Tensor) -> torch.Tensor:
+    """``t`` with the strides of a new contiguous tensor. ``contiguous()`` alone may keep any stride
+    of a size-1 dim (one attention head), and Dynamo would compile a graph for each such layout."""
+    t = t.contiguous()
+    want, step = [], 1
+    for size in reversed(t.shape):
+        want.append(step)
+        step *= size
+    return t if list(t.stride()) == want[::-1] else t.new_empty(t.shape).copy_(t)
+
+
+def flex_real_attention(q, k, v, mask=None) -> tuple:
+    """flex_attention over (B, H, L, d) queries/keys/values with an additive (L, L) ``mask`` (or
+    None) and scale 1: output (B, H, L, d) and log-sum-exp (B, H, L), through one compiled graph
+    whatever the batch size (see FLEX_GRAPH_BOUND)."""
+    import torch._dynamo  # noqa: F401  (mark_dynamic)
+
+    _load_flex()
+    batch = q.shape[0]
+    q, k, v = (_packed(torch.cat([t, t]) if batch == 1 else t) for t in (q, k, v))
+    for t in (q, k, v):
+        torch._dynamo.mark_dynamic(t, 0)
+    needs_grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+    # Autocast off: q, k, v already have the dtype the kernel should use (the projections ran under
+    # the caller's autocast), and the compiled graph then never depends on the autocast state.
+    with torch.autocast(q.device.type, enabled=False), torch.set_grad_enabled(needs_grad):
+        out, lse = _flex_runner(q.device.type)(q, k, v, mask)
+    return (out[:1], lse[:1]) if batch == 1 else (out, lse)
 
 
 def _mixture_from_lse(o0, lse0, q, kp, vp, segment, weights, acc) -> torch.Tensor:

@@ -20,7 +20,8 @@ from typing import Callable, Optional, Sequence
 import torch
 import torch.nn as nn
 
-from dpl.attention import IMPLS, check_block, prompted_block, supernet_block
+from dpl.attention import (IMPLS, REAL_CHOICES, REAL_PATHS, check_block, prompted_block, real_path_for,
+                           supernet_block)
 from dpl.prompts import PromptConfigError
 from dpl.text_inputs import eot_inputs
 
@@ -121,18 +122,23 @@ class PromptedTextEncoder(TextTower):
 
 
 class SupernetTextEncoder(TextTower):
-    """Text tower whose every block mixes its prompt options with ``weights[i]``."""
+    """Text tower whose every block mixes its prompt options with ``weights[i]``.
 
-    def __init__(self, clip_model: nn.Module, impl: str = "fused"):
+    real_attention: "scores" or "flex", the fused path's real-token computation
+    (``dpl.attention.real_path_for``, resolved at every forward pass on the input's device)."""
+
+    def __init__(self, clip_model: nn.Module, impl: str = "fused", real_attention: str = "scores"):
         super().__init__(clip_model)
         self.impl = _check_impl(impl)
+        self.real_attention = _check_real(real_attention)
 
     def forward(self, token_embeddings: torch.Tensor, eot_index: torch.Tensor,
                 prompts: Sequence[Sequence[Optional[torch.Tensor]]],
                 weights: torch.Tensor) -> torch.Tensor:
         _check_count(prompts, self.num_blocks, "text")
+        real = real_path_for(token_embeddings.device, self.real_attention)
         return self._encode(token_embeddings, eot_index, lambda i, blk, x, m, pos: supernet_block(
-            blk, x, prompts[i], weights[i], m, pos, self.impl))
+            blk, x, prompts[i], weights[i], m, pos, self.impl, real))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -198,18 +204,21 @@ class PromptedImageEncoder(ImageTower):
 
 
 class SupernetImageEncoder(ImageTower):
-    """Image tower whose every block mixes its prompt options with ``weights[i]``."""
+    """Image tower whose every block mixes its prompt options with ``weights[i]``
+    (real_attention: as for ``SupernetTextEncoder``)."""
 
-    def __init__(self, clip_model: nn.Module, impl: str = "fused"):
+    def __init__(self, clip_model: nn.Module, impl: str = "fused", real_attention: str = "scores"):
         super().__init__(clip_model)
         self.impl = _check_impl(impl)
+        self.real_attention = _check_real(real_attention)
 
     def forward(self, images: torch.Tensor, prompts: Sequence[Sequence[Optional[torch.Tensor]]],
                 weights: torch.Tensor) -> torch.Tensor:
         _check_count(prompts, self.num_blocks, "vision")
         any_prompt = any(p is not None for block in prompts for p in block)
+        real = real_path_for(images.device, self.real_attention)
         return self._encode(images, lambda i, blk, x, m, pos: supernet_block(
-            blk, x, prompts[i], weights[i], m, pos, self.impl), any_prompt)
+            blk, x, prompts[i], weights[i], m, pos, self.impl, real), any_prompt)
 
 
 def _check_impl(impl: str) -> str:
@@ -217,3 +226,10 @@ def _check_impl(impl: str) -> str:
         raise PromptConfigError(f"impl (TRAINER.DPL.SEARCH.IMPL) = {impl!r} is unknown; use one of "
                                 f"{IMPLS}.")
     return impl
+
+
+def _check_real(real_attention: str) -> str:
+    if real_attention not in REAL_CHOICES + REAL_PATHS:
+        raise PromptConfigError(f"real_attention (TRAINER.DPL.SEARCH.REAL_ATTENTION) = {real_attention!r} "
+                                f"is unknown; use one of {REAL_CHOICES}.")
+    return real_attention

@@ -166,11 +166,13 @@ def build_supernet_model(clip_model: nn.Module, classnames: Sequence[str],
                          text_options: Sequence[int], vision_options: Sequence[int],
                          alpha_init_std: float = 1e-3, prompt_init: str = "official",
                          impl: str = "fused", text_input: str = "default", dataset_name: str = "",
-                         prompt_init_std: float = 0.02) -> DPLCLIP:
+                         prompt_init_std: float = 0.02, real_attention: str = "scores") -> DPLCLIP:
     """Search-stage supernet: every block of each branch mixes its options with softmax(α_i).
 
     prompt_init: "official" (image N(0,1), text U[0,1)) or "normal" (N(0, prompt_init_std²)).
     impl: "fused" (shared projections, default) or "reference" (one attention call per option).
+    real_attention: the fused path's real-token computation, "scores" (default) or "flex" (compiled
+    flex_attention, CUDA with torch >= 2.9; ``dpl.attention.real_path_for``).
     """
     dims, device = model_dims(clip_model), _device(clip_model)
     t_opts = check_options(text_options, "text")
@@ -187,5 +189,6 @@ def build_supernet_model(clip_model: nn.Module, classnames: Sequence[str],
         vision=SupernetPrompts(dims["vision"]["num_blocks"], v_opts, dims["vision"]["width"],
                                "vision", **common),
     )
-    return DPLCLIP(SupernetTextEncoder(clip_model, impl), SupernetImageEncoder(clip_model, impl),
+    return DPLCLIP(SupernetTextEncoder(clip_model, impl, real_attention),
+                   SupernetImageEncoder(clip_model, impl, real_attention),
                    learner, clip_model.logit_scale, classnames, text_input, dataset_name)

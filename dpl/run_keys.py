@@ -49,6 +49,8 @@ RUN_KEYS: Dict[str, KeyRole] = {
     "TRAINER.DPL.PREC":       KeyRole(False,   True,  False),
     "TRAINER.DPL.SEARCH":     KeyRole(False,   True,  False),
     "TRAINER.DPL.SEARCH.PLOT": KeyRole(False,  False, True),
+    # picks a kernel for the same numbers (explicit scores / flex_attention agree to rounding)
+    "TRAINER.DPL.SEARCH.REAL_ATTENTION": KeyRole(False, False, True),
     "OUTPUT_DIR":             KeyRole(False,   False, True),
     "RESUME":                 KeyRole(False,   False, True),
     "USE_CUDA":               KeyRole(False,   False, True),

@@ -84,6 +84,9 @@ def _add_dpl(cfg):
     s.CLASS_SAMPLE = 0  # approximate, opt-in: score the batch's classes + random others, N in all
     s.UPDATE_MODE = "alternate"  # alternate (Algorithm 1) / simultaneous (one shared text pass)
     s.IMPL = "fused"  # fused / reference (one attention per option; for tests and benchmarks)
+    # The fused path's real-token attention: scores (explicit scores, every device) / flex (compiled
+    # flex_attention, CUDA with torch >= 2.9, opt-in); env DPL_SUPERNET_REAL overrides it.
+    s.REAL_ATTENTION = "scores"
     s.VAL_BATCH_SIZE = 16  # alpha-step mini-batch
     s.PLOT = True  # write alpha_heatmap.png / alpha_convergence.png at the end
 

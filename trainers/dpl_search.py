@@ -24,6 +24,7 @@ from dassl.optim import build_lr_scheduler, build_optimizer
 
 from dpl import __version__ as dpl_version
 from dpl.artifact import branch_summary, build_artifact, save_artifact, shots_provenance
+from dpl.attention import REAL_CHOICES
 from dpl.clip_loader import backbone_record
 from dpl.distributed import (from_rank0, is_main_process, rank_part, sharded_mean,
                              sum_over_ranks, world_size)
@@ -138,6 +139,9 @@ class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
         if s.VAL_BATCH_SIZE <= 0:
             raise UserError(f"TRAINER.DPL.SEARCH.VAL_BATCH_SIZE must be > 0, got {s.VAL_BATCH_SIZE}.")
         check_search_loop(cfg)
+        if s.REAL_ATTENTION not in REAL_CHOICES:
+            raise UserError(f"TRAINER.DPL.SEARCH.REAL_ATTENTION = {s.REAL_ATTENTION!r} is unknown; use "
+                            f"one of {REAL_CHOICES} (flex: compiled flex_attention, CUDA only).")
         if s.CLASS_SAMPLE and world_size() > 1:  # each rank would sample other classes
             raise UserError(f"TRAINER.DPL.SEARCH.CLASS_SAMPLE {s.CLASS_SAMPLE} works on one process "
                             "only; set it to 0 under torchrun.")
@@ -187,7 +191,7 @@ class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
         self.model = build_supernet_model(
             clip_model, self.dm.dataset.classnames, s.TEXT_OPTIONS, s.VISION_OPTIONS,
             alpha_init_std=s.ALPHA_INIT_STD, prompt_init=s.PROMPT_INIT,
-            prompt_init_std=s.PROMPT_INIT_STD, impl=s.IMPL,
+            prompt_init_std=s.PROMPT_INIT_STD, impl=s.IMPL, real_attention=s.REAL_ATTENTION,
             text_input="default", dataset_name=cfg.DATASET.NAME,
         ).to(self.device)
         prompt_params = self.model.prompt_parameters()
