@@ -468,3 +468,52 @@ def test_checkpoints_load_onto_the_cpu(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "load", spy)
     assert torch.equal(load_checkpoint(str(tmp_path / "m.pth.tar"))["state_dict"]["w"], torch.ones(2))
     assert seen["map_location"] == "cpu"
+
+
+# ---------------------------------------------------------------------------------------------
+# CUDA: NCCL takes the module state that lives on the CPU too; a checkpoint of cuda:0 resumes on
+# the CPU first and then where the model is.
+
+def _nccl_broadcast(rank, out):
+    from dassl.utils.distributed import broadcast_modules, close_distributed, init_distributed
+
+    assert init_distributed(use_cuda=True) == WORLD
+    module = torch.nn.Linear(2, 2).cuda()
+    module.register_buffer("on_cpu", torch.full((3,), float(rank)), persistent=True)
+    module.on_cpu = module.on_cpu.cpu()
+    with torch.no_grad():
+        module.weight.fill_(rank + 1.0)
+    broadcast_modules([module])
+    torch.save({k: v.cpu() for k, v in module.state_dict().items()},
+               os.path.join(out, f"bcast{rank}.pt"))
+    close_distributed()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(torch.cuda.device_count() < WORLD, reason="needs 2 CUDA devices")
+def test_nccl_broadcast_of_module_state_on_gpu_and_cpu(tmp_path):
+    run_ranks(_nccl_broadcast, WORLD, str(tmp_path))
+    for rank in range(WORLD):
+        state = torch.load(tmp_path / f"bcast{rank}.pt", weights_only=True)
+        assert torch.equal(state["weight"], torch.ones(2, 2))
+        assert torch.equal(state["on_cpu"], torch.zeros(3))
+
+
+@pytest.mark.cuda
+def test_a_cuda_checkpoint_resumes_through_the_cpu_onto_the_gpu(tmp_path):
+    from dassl.utils import load_checkpoint, resume_from_checkpoint, save_checkpoint
+
+    model = torch.nn.Linear(3, 2).cuda()
+    optim = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.randn(4, 3, device="cuda")).sum().backward()
+    optim.step()
+    save_checkpoint({"state_dict": model.state_dict(), "epoch": 1,
+                     "optimizer": optim.state_dict()}, str(tmp_path))
+    loaded = load_checkpoint(str(tmp_path / "model.pth.tar-1"))
+    assert loaded["state_dict"]["weight"].device.type == "cpu"
+    fresh = torch.nn.Linear(3, 2).cuda()
+    fresh_optim = torch.optim.SGD(fresh.parameters(), lr=0.1, momentum=0.9)
+    assert resume_from_checkpoint(str(tmp_path), fresh, fresh_optim) == 1
+    assert fresh.weight.device.type == "cuda" and torch.equal(fresh.weight, model.weight)
+    buf = next(iter(fresh_optim.state.values()))["momentum_buffer"]
+    assert buf.device == fresh.weight.device
