@@ -30,7 +30,7 @@ from dassl.utils import (
 )
 from dassl.utils.distributed import (
     all_rank_rng_states, barrier, broadcast_modules, get_world_size, install_grad_sync,
-    is_main_process, main_process_first, merge_classification, seed_rank_streams, shared_seed,
+    is_main_process, merge_classification, seed_rank_streams, shared_seed,
 )
 from user_errors import NonFiniteLossError, UserError
 
