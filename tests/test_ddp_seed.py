@@ -486,8 +486,7 @@ def _nccl_broadcast(rank, out):
 
     assert init_distributed(use_cuda=True) == WORLD
     module = torch.nn.Linear(2, 2).cuda()
-    module.register_buffer("on_cpu", torch.full((3,), float(rank)), persistent=True)
-    module.on_cpu = module.on_cpu.cpu()
+    module.register_buffer("on_cpu", torch.full((3,), float(rank)))  # after .cuda(): stays on the CPU
     with torch.no_grad():
         module.weight.fill_(rank + 1.0)
     broadcast_modules([module])
