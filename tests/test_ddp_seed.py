@@ -363,8 +363,34 @@ def _first_builds(rank, coop_root, own_root):
         built["failure"] = main_process_first(fails_on_rank0, "the dataset")
     except UserError as err:
         built["failure"] = f"UserError: {err}"
+    built["broadcast"] = _broadcast_views(rank)
     close_distributed()
     return built
+
+
+class _Learner(torch.nn.Module):
+    def __init__(self, rank):
+        super().__init__()
+        self.prompt = torch.nn.Parameter(torch.full((2, 3), float(rank)))
+        self.alpha = torch.nn.Parameter(torch.full((2,), float(rank)))
+        self.register_buffer("counts", torch.full((2,), float(rank)))
+
+    def arch_parameters(self):
+        return [self.alpha]
+
+
+def _broadcast_views(rank):
+    """The start-of-run broadcast reaches a parameter-less checkpoint view (DPLSearch's prompts
+    without α) and buffers: every rank ends with rank 0's values."""
+    from dassl.utils.distributed import broadcast_modules
+    from trainers.dpl_search import PromptsWithoutAlpha
+
+    learner = _Learner(rank)
+    view = PromptsWithoutAlpha(learner)
+    assert list(view.parameters()) == []
+    broadcast_modules([view])
+    return {"prompt": learner.prompt.detach().clone(), "counts": learner.counts.clone(),
+            "alpha": learner.alpha.detach().clone()}  # α: not in the view (model "alpha" has it)
 
 
 @pytest.fixture(scope="module")
@@ -418,6 +444,14 @@ def test_rank0_builds_splits_and_caches_first_and_the_others_read_them(one_line_
     assert "Saving preprocessed" not in r1["stdout"]
     assert "Loading preprocessed few-shot data from" in r1["stdout"]
     assert r0["train_x"] == r1["train_x"] and r0["test"] == r1["test"] and len(r0["train_x"]) > 0
+
+
+def test_start_of_run_broadcast_reaches_parameterless_views_and_buffers(one_line_runs):
+    for rank, results in enumerate(one_line_runs[0]):
+        got = results["datasets"]["broadcast"]
+        assert torch.equal(got["prompt"], torch.zeros(2, 3))  # rank 0's
+        assert torch.equal(got["counts"], torch.zeros(2))
+        assert torch.equal(got["alpha"], torch.full((2,), float(rank)))  # the view leaves α out
 
 
 def test_a_failure_of_rank0_while_building_first_stops_every_rank(one_line_runs):
