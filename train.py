@@ -31,7 +31,7 @@ from dassl.engine import TRAINER_REGISTRY, build_trainer
 from dassl.utils import (Logger, check_availability, collect_env_info, run_record, set_random_seed,
                          setup_logger)
 from dassl.utils.distributed import (close_distributed, get_world_size, init_distributed,
-                                     is_main_process, per_rank_batch)
+                                     is_main_process, per_rank_batch, shared_seed)
 from dpl.errors import UserError, exit_error
 
 
@@ -270,11 +270,17 @@ def run(args):
     # Under torchrun: join the job (docs/SCALING.md, "Multi-GPU"). A rendezvous, so every rank has checked
     # the folders before rank 0 writes anything.
     init_distributed(cfg.USE_CUDA)
+    # Before anything random: every rank seeds alike (SEED -1 under torchrun: rank 0's draw).
+    seed = shared_seed(cfg.SEED)
+    if seed is not None:
+        set_random_seed(seed)
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
-        set_random_seed(cfg.SEED)
 
     logger = setup_logger(cfg.OUTPUT_DIR) if is_main_process() else quiet_stdout()
+    if cfg.SEED < 0 and seed is not None:
+        print(f"SEED {cfg.SEED} (no --seed) on {get_world_size()} processes: every rank starts from "
+              f"seed {seed}, drawn by rank 0")
     try:
         _run_logged(args, cfg, notes)
     except Exception as err:

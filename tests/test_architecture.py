@@ -8,8 +8,8 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OURS = ("dpl", "dassl", "clip", "datasets", "trainers", "tools", "demo", "benchmarks", "tests", "train")
 # The foundation modules of dpl that the engine may use: the user errors, the atomic writes and
-# checkpoint names, the table of config keys, the image loader.
-DPL_FOUNDATION = ("dpl.errors", "dpl.io", "dpl.run_keys", "dpl.images")
+# checkpoint names, the table of config keys, the image loader, the torch-only rank helpers.
+DPL_FOUNDATION = ("dpl.errors", "dpl.io", "dpl.run_keys", "dpl.images", "dpl.distributed")
 # Layer -> the modules of ours it may import (a name allows the module and everything below it).
 # Imports inside one's own layer are always allowed. "*" allows everything.
 ALLOWED = {

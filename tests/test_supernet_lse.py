@@ -16,7 +16,7 @@ from dpl import attention
 from dpl.attention import mixed_attention_fused, option_segments, real_path_for, supernet_block
 from dpl.model import build_supernet_model
 from tests.helpers.runs import REPO
-from user_errors import UserError
+from dpl.errors import UserError
 
 OPTIONS = [[0, 2, 4, 6], [0, 1, 2, 3, 4, 5, 6], [0, 3]]
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

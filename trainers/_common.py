@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from dassl.metrics import compute_accuracy
 from dassl.utils import load_checkpoint
 from dpl.clip_loader import PRECISIONS, load_clip, preprocess_of
-from dpl.distributed import batch_share, is_main_process
+from dpl.distributed import batch_share, is_main_process, sum_over_ranks, world_size
 from dpl.io import epoch_checkpoint_name, saved_epochs
 from dpl.precision import autocast, grad_scaler, scaled_step
 from dpl.errors import UserError, load_state_checked
@@ -89,7 +89,8 @@ class PromptStepMixin:
             if extra_loss is not None:
                 term, summary = extra_loss(logits, image)
                 loss = loss + term
-        share = loss * batch_share(label)  # torchrun: this rank's part of the global-batch mean
+        weight = batch_share(label)  # torchrun: this rank's share of the global batch
+        share = loss * weight  # this rank's part of the global-batch mean
         if self.scaler is None:
             self.model_backward_and_update(share)
         else:
@@ -99,7 +100,7 @@ class PromptStepMixin:
         out = {"loss": loss.item(), "acc": compute_accuracy(logits, label)[0].item(), **summary}
         if (self.batch_idx + 1) == self.num_batches:
             self.update_lr()
-        return out
+        return global_summary(out, weight)
 
     def trainer_state(self):
         state = super().trainer_state()
@@ -111,6 +112,15 @@ class PromptStepMixin:
         super().load_trainer_state(state)
         if getattr(self, "scaler", None) is not None and "grad_scaler" in state:
             self.scaler.load_state_dict(state["grad_scaler"])
+
+
+def global_summary(summary: dict, weight) -> dict:
+    """torchrun: the global-batch values of a step's per-rank means (loss, accuracy, ...), i.e.
+    the sum over ranks of each value times the rank's share of the global batch (``weight``): what
+    one process on the whole batch logs. One process: ``summary`` unchanged."""
+    if world_size() <= 1:
+        return summary
+    return sum_over_ranks({k: v * float(weight) for k, v in summary.items()})
 
 
 class CachedTextEvalMixin:

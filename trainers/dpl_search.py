@@ -26,7 +26,7 @@ from dpl import __version__ as dpl_version
 from dpl.artifact import branch_summary, build_artifact, save_artifact, shots_provenance
 from dpl.attention import REAL_CHOICES
 from dpl.clip_loader import backbone_record
-from dpl.distributed import (from_rank0, is_main_process, rank_part, sharded_mean,
+from dpl.distributed import (batch_share, from_rank0, is_main_process, rank_part, sharded_mean,
                              sum_over_ranks, world_size)
 from dpl.io import atomic_write_json
 from dpl.model import build_supernet_model, model_dims
@@ -249,17 +249,17 @@ class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
             ) from None
         if (self.batch_idx + 1) == self.num_batches:
             self.update_lr()
-        return self._global_summary(summary)
+        return self._global_summary(summary, train[1])
 
     @staticmethod
-    def _global_summary(summary):
+    def _global_summary(summary, labels):
         """torchrun: losses are this rank's shares (their sum is the global-batch loss); the
-        accuracy is averaged over ranks."""
+        accuracy is weighted by this rank's share of the training batch (exact also when the last
+        batch splits unevenly)."""
         if world_size() == 1:
             return summary
-        total = sum_over_ranks(summary)
-        total["acc"] /= world_size()
-        return total
+        summary = {**summary, "acc": summary["acc"] * float(batch_share(labels))}
+        return sum_over_ranks(summary)
 
     # -- loop and outputs ---------------------------------------------------------------------
     def before_train(self):

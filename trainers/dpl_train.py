@@ -15,7 +15,7 @@ from dpl.artifact import (ArtifactError, check_backbone, fixed_artifact, lengths
                           load_artifact, save_artifact)
 from dpl.classifier import classifier_info
 from dpl.clip_loader import backbone_record
-from dpl.distributed import is_main_process
+from dpl.distributed import from_rank0, is_main_process
 from dpl.model import build_fixed_model, model_dims
 from dpl.text_inputs import TEXT_INPUTS
 from trainers._common import (CachedTextEvalMixin, PromptCheckpointMixin, PromptStepMixin,
@@ -68,9 +68,14 @@ class DPLTrain(CachedTextEvalMixin, PromptCheckpointMixin, PromptStepMixin, Trai
             print("Manual prompt configuration (TRAINER.DPL.MANUAL)")
         # Keep the configuration next to the prompts: an eval-only run and a prediction need both.
         art = {**art, "backbone": backbone, "classifier": self._classifier_info()}
+        kept = os.path.join(self.output_dir, "prompt_config.json")
+        # torchrun: rank 0 reads the folder (before it writes) and every rank gets its verdict, so
+        # a refusal stops every rank (none is left waiting for the others in a collective).
+        refusal = from_rank0(self._replacement_refusal(kept, text_lengths, vision_lengths)
+                             if is_main_process() else None)
+        if refusal:
+            raise UserError(refusal)
         if is_main_process():
-            kept = os.path.join(self.output_dir, "prompt_config.json")
-            self._refuse_replacing_a_trained_configuration(kept, text_lengths, vision_lengths)
             save_artifact(kept, art)
         print(f"  text lengths:   {text_lengths}")
         print(f"  vision lengths: {vision_lengths}")
@@ -93,27 +98,29 @@ class DPLTrain(CachedTextEvalMixin, PromptCheckpointMixin, PromptStepMixin, Trai
                                cfg.INPUT.SIZE, cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD,
                                cfg.INPUT.INTERPOLATION, "normalize" in cfg.INPUT.TRANSFORMS)
 
-    def _refuse_replacing_a_trained_configuration(self, kept, text_lengths, vision_lengths):
+    def _replacement_refusal(self, kept, text_lengths, vision_lengths):
         """The folder's prompt_config.json describes the prompts saved beside it: never replace it
         with another configuration while those prompts exist (e.g. an eval-only run whose
-        --output-dir is the training folder but whose CONFIG_FILE is another artifact)."""
+        --output-dir is the training folder but whose CONFIG_FILE is another artifact). Returns
+        the refusal's message, or None when the artifact may be written."""
         prompts = os.path.join(self.output_dir, prompt_module_name())
         if not (os.path.isfile(kept) and os.path.isdir(prompts) and os.listdir(prompts)):
-            return
+            return None
         try:
             old = load_artifact(kept)
         except (UserError, KeyError, TypeError):
-            return  # unreadable: nothing trustworthy to protect, the run's own checks speak
+            return None  # unreadable: nothing trustworthy to protect, the run's own checks speak
         if "classifier" not in old:
-            return  # not a DPLTrain run's copy (e.g. a search folder): the checkpoint check speaks
+            return None  # not a DPLTrain run's copy (e.g. a search folder): the checkpoint check speaks
         old_text, old_vision = lengths_from_artifact(old)
         if (old_text, old_vision) != (list(text_lengths), list(vision_lengths)):
             source = self.cfg.TRAINER.DPL.CONFIG_FILE or "TRAINER.DPL.MANUAL.*"
-            raise UserError(
+            return (
                 f"{self.output_dir} holds prompts trained on the configuration in {kept} (text "
                 f"{old_text}, vision {old_vision}), but {source} gives text {list(text_lengths)}, "
                 f"vision {list(vision_lengths)}. Pass TRAINER.DPL.CONFIG_FILE {kept} to use those "
                 "prompts, or another --output-dir for a new run.")
+        return None
 
     def mismatch_hint(self, directory: str) -> str:
         """--eval-only with prompts that do not fit: name the configuration file the model was

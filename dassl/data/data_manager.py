@@ -8,7 +8,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import Compose, Normalize, Resize, ToTensor
 
 from dassl.utils import read_image
-from dassl.utils.distributed import ShardedBatchSampler, get_world_size, shard_of
+from dassl.utils.distributed import (ShardedBatchSampler, get_world_size, main_process_first,
+                                     shard_of)
 
 from .datasets import build_dataset
 from .samplers import build_sampler
@@ -68,7 +69,9 @@ class DataManager:
     """
 
     def __init__(self, cfg, custom_tfm_train=None, custom_tfm_test=None, dataset_wrapper=None):
-        dataset = build_dataset(cfg)
+        # torchrun: rank 0 first writes any split / few-shot cache a first run creates; the other
+        # ranks then read them (never two processes writing or replacing the same file).
+        dataset = main_process_first(lambda: build_dataset(cfg), "the dataset")
 
         if custom_tfm_train is None:
             tfm_train = build_transform(cfg, is_train=True)

@@ -30,7 +30,7 @@ from dassl.utils import (
 )
 from dassl.utils.distributed import (
     all_rank_rng_states, barrier, broadcast_modules, get_world_size, install_grad_sync,
-    is_main_process, merge_classification,
+    is_main_process, merge_classification, seed_rank_streams, shared_seed,
 )
 from dpl.errors import NonFiniteLossError, UserError
 
@@ -107,6 +107,8 @@ class TrainerBase:
         rng_state = get_rng_state()  # one snapshot for all models: they are saved "at once"
         rank_states = all_rank_rng_states(rng_state)
         trainer_state = self.trainer_state()
+        if get_world_size() > 1:  # a resume with another number of processes says so
+            trainer_state = {**trainer_state, "world_size": get_world_size()}
         names = self.get_model_names() if is_main_process() else []
         for name in names:
             optim, sched = self._optims[name], self._scheds[name]
@@ -151,7 +153,9 @@ class TrainerBase:
             start_epoch = resume_from_checkpoint(
                 os.path.join(directory, name), self._models[name], self._optims[name], self._scheds[name],
                 fname=files[name])
-        state = load_checkpoint(os.path.join(directory, names[0], files[names[0]])).get("trainer_state")
+        checkpoint = load_checkpoint(os.path.join(directory, names[0], files[names[0]]))
+        state = dict(checkpoint.get("trainer_state") or {})
+        _note_world_size(checkpoint, state.pop("world_size", None), directory, start_epoch)
         if state:
             self.load_trainer_state(state)
         return start_epoch
@@ -317,10 +321,15 @@ class SimpleTrainer(TrainerBase):
 
     def _prepare_ranks(self):
         """torchrun: every rank starts from rank 0's models and sums gradients before each step
-        (dassl/utils/distributed.py). A no-op in a single process."""
+        (dassl/utils/distributed.py); from here on each rank has its own random streams (seed +
+        rank), so the ranks' augmentations differ. A no-op in a single process. A resumed run
+        then restores each rank's saved streams (``before_train``)."""
         broadcast_modules(self._models.values())
         for optim in self._optims.values():
             install_grad_sync(optim)
+        if get_world_size() > 1:
+            seed = shared_seed(self.cfg.SEED)
+            seed_rank_streams(seed)
 
     def check_cfg(self, cfg):
         """Hook: validate trainer-specific config values (called before ``self.cfg`` is set)."""
@@ -536,6 +545,19 @@ def _common_epoch_files(directory, names):
         print("Note: the run stopped between the saves of epochs {}; resuming every model from "
               "epoch {}".format(sorted(set(epochs.values())), oldest))
     return files
+
+
+def _note_world_size(checkpoint, saved_world, directory, epoch):
+    """Log when the checkpoint was written by another number of processes than this run has (the
+    world size is stored since this version; older files: the number of saved RNG states)."""
+    if saved_world is None:
+        saved_world = len(checkpoint.get("rank_rng_states") or [None])
+    world = get_world_size()
+    if int(saved_world) != world:
+        print("Note: the checkpoint in {} was written by a run on {} process(es) and this run has "
+              "{}: training resumes from epoch {}, but the data order and the random streams "
+              "(augmentation, sampling) will differ from an uninterrupted {}-process run.".format(
+                  directory, saved_world, world, epoch, saved_world))
 
 
 def _stored_epoch(fdir, fname):

@@ -12,19 +12,26 @@ unevenly. ``install_grad_sync`` adds that sum in front of every ``optimizer.step
 from __future__ import annotations
 
 import datetime
+import math
 import os
+import random
 
 import torch
 import torch.distributed as dist
 
+# dpl's torch-only helpers: one contiguous-range split for class shards, batches and eval shards.
+from dpl.distributed import even_ranges, from_rank0, rank_part
 from dpl.errors import UserError
 
 __all__ = [
     "init_distributed", "close_distributed", "get_world_size", "get_rank", "is_main_process",
-    "barrier", "per_rank_batch", "sum_gradients", "install_grad_sync",
+    "barrier", "per_rank_batch", "sum_gradients", "install_grad_sync", "dist_timeout",
     "broadcast_modules", "ShardedBatchSampler", "shard_of", "merge_classification",
-    "all_rank_rng_states",
+    "all_rank_rng_states", "shared_seed", "seed_rank_streams", "main_process_first",
 ]
+
+TIMEOUT_ENV = "DPL_DIST_TIMEOUT_MIN"
+DEFAULT_TIMEOUT_MIN = 30
 
 
 # ---------------------------------------------------------------------------------------------
@@ -40,11 +47,29 @@ def init_distributed(use_cuda: bool = True) -> int:
     if world <= 1 or dist.is_initialized():
         return get_world_size()
     cuda = use_cuda and torch.cuda.is_available()
+    timeout = dist_timeout()  # before anything is joined: a bad value is refused on every rank
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    timeout = datetime.timedelta(minutes=int(os.environ.get("DPL_DIST_TIMEOUT_MIN", "30")))
     dist.init_process_group("nccl" if cuda else "gloo", init_method="env://", timeout=timeout)
     return get_world_size()
+
+
+def dist_timeout() -> datetime.timedelta:
+    """How long a process waits for the others in one collective: ``DPL_DIST_TIMEOUT_MIN`` minutes
+    (fractions allowed, e.g. 1.5), default 30. Anything but a positive number is a UserError."""
+    text = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not text:
+        return datetime.timedelta(minutes=DEFAULT_TIMEOUT_MIN)
+    try:
+        minutes = float(text)
+    except ValueError:
+        minutes = math.nan
+    if not (math.isfinite(minutes) and minutes > 0):
+        raise UserError(
+            f"{TIMEOUT_ENV}={os.environ[TIMEOUT_ENV]!r} is not a positive number of minutes; set "
+            f"e.g. {TIMEOUT_ENV}=30 (fractions such as 1.5 work too) or unset it for the default "
+            f"{DEFAULT_TIMEOUT_MIN}.")
+    return datetime.timedelta(minutes=minutes)
 
 
 def close_distributed() -> None:
@@ -126,29 +151,103 @@ def install_grad_sync(optimizer) -> None:
 
 @torch.no_grad()
 def broadcast_modules(modules) -> None:
-    """Copy rank 0's parameters and buffers of ``modules`` to every rank (e.g. unseeded inits)."""
+    """Copy rank 0's module state to every rank (e.g. unseeded inits).
+
+    The state is ``state_dict(keep_vars=True)``: parameters and buffers, and also the tensors of a
+    module that holds none itself but whose ``state_dict`` is another module's (a checkpoint view
+    such as DPLSearch's ``PromptsWithoutAlpha``), which ``.parameters()`` would miss.
+    """
     if get_world_size() <= 1:
         return
+    nccl = dist.get_backend() == "nccl"
+    seen = set()
     for module in modules:
         if module is None:
             continue
-        for tensor in list(module.parameters()) + list(module.buffers()):
-            dist.broadcast(tensor.data, src=0)
+        for tensor in module.state_dict(keep_vars=True).values():
+            if not isinstance(tensor, torch.Tensor) or id(tensor) in seen:
+                continue
+            seen.add(id(tensor))
+            data = tensor.data
+            if nccl and data.device.type != "cuda":  # NCCL moves CUDA tensors only
+                box = data.to(torch.device("cuda", torch.cuda.current_device()))
+                dist.broadcast(box, src=0)
+                data.copy_(box)
+            else:
+                dist.broadcast(data, src=0)
 
 
 # ---------------------------------------------------------------------------------------------
 # Data.
 
 def shard_of(indices, replicate_small: bool = False) -> list:
-    """This rank's contiguous part of ``indices`` (parts differ in size by at most one; the first
-    ranks get the larger ones). ``replicate_small``: fewer indices than ranks -> all of them (a
-    training batch; each rank then weighs it 1/N, see ``dpl.distributed.batch_share``)."""
-    rank, world = get_rank(), get_world_size()
-    if replicate_small and len(indices) < world:
-        return list(indices)
-    base, extra = divmod(len(indices), world)
-    start = rank * base + min(rank, extra)
-    return list(indices[start:start + base + (1 if rank < extra else 0)])
+    """This rank's contiguous part of ``indices`` (``dpl.distributed.even_ranges``: parts differ in
+    size by at most one; the first ranks get the larger ones). ``replicate_small``: fewer indices
+    than ranks -> all of them (a training batch; each rank then weighs it 1/N, see
+    ``dpl.distributed.batch_share``)."""
+    if replicate_small:
+        return rank_part(indices)
+    start, stop = even_ranges(len(indices), get_world_size())[get_rank()]
+    return list(indices[start:stop])
+
+
+def main_process_first(build, what: str):
+    """``build()`` on rank 0 first (e.g. a dataset whose split and few-shot caches the first run
+    writes), then on the other ranks, which then read what rank 0 wrote; every rank continues from
+    rank 0's RNG state, as if each had built it. Without torchrun: ``build()``.
+
+    A failure on rank 0 is reported on every rank (one line), so no rank waits for a collective.
+    """
+    if get_world_size() <= 1:
+        return build()
+    from .torchtools import get_rng_state, set_rng_state
+
+    failure, result = None, None
+    if is_main_process():
+        try:
+            result = build()
+        except Exception as err:  # told to the others below, then raised here
+            failure = err
+    verdict = from_rank0(None if failure is None else (
+        isinstance(failure, UserError), f"{type(failure).__name__}: {failure}", str(failure)))
+    if failure is not None:
+        raise failure
+    if verdict is not None:  # this rank has not started: say what stopped rank 0
+        user_error, described, message = verdict
+        if user_error:
+            raise UserError(message)
+        raise UserError(f"rank 0 failed while building {what} ({described}); see its traceback.")
+    if not is_main_process():
+        result = build()
+    # Python, NumPy and torch CPU streams (the ones a dataset draws from; CUDA's stay per device).
+    state = get_rng_state()
+    state.pop("cuda", None)
+    set_rng_state(from_rank0(state))
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Seeds and random streams.
+
+def shared_seed(seed: int):
+    """The seed every rank of this run uses: ``seed`` when >= 0; for SEED < 0 (no ``--seed``) under
+    torchrun, one that rank 0 draws and shares, so the ranks start alike; None in one process
+    (an unseeded run)."""
+    if seed >= 0:
+        return seed
+    if get_world_size() <= 1:
+        return None
+    return from_rank0(random.SystemRandom().randrange(2**31))
+
+
+def seed_rank_streams(seed: int) -> None:
+    """Give each rank its own python/numpy/torch random streams, ``seed + rank`` (e.g. data
+    augmentation, once the models are built and identical everywhere). One process: unchanged."""
+    if get_world_size() <= 1:
+        return
+    from .tools import set_random_seed
+
+    set_random_seed((seed + get_rank()) % 2**32)
 
 
 class ShardedBatchSampler:

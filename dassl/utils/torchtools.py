@@ -24,7 +24,7 @@ from dpl.errors import (CorruptCheckpointError, UnsafeCheckpointError, UserError
                         load_state_checked, load_weights_only)
 
 from .tools import mkdir_if_missing
-from .distributed import get_rank, get_world_size
+from .distributed import get_rank, get_world_size, seed_rank_streams
 
 __all__ = [
     "save_checkpoint", "load_checkpoint", "resume_from_checkpoint", "read_checkpoint_pointer",
@@ -136,7 +136,9 @@ def load_checkpoint(fpath, allow_unsafe=None):
     fpath = os.path.abspath(os.path.expanduser(fpath))
     if not os.path.exists(fpath):
         raise FileNotFoundError('File is not found at "{}"'.format(fpath))
-    map_location = None if torch.cuda.is_available() else "cpu"
+    # On the CPU: a file saved from cuda:0 must not put every process's copy on GPU 0 (torchrun);
+    # load_state_dict and the optimizer's load copy the tensors to where the model lives.
+    map_location = "cpu"
 
     try:
         return load_weights_only(
@@ -256,6 +258,10 @@ def resume_from_checkpoint(fdir, model, optimizer=None, scheduler=None, allow_un
     rank_states = checkpoint.get("rank_rng_states")  # torchrun jobs: each rank resumes its own
     if rank_states and len(rank_states) == get_world_size():
         set_rng_state(rank_states[get_rank()])
+    elif get_world_size() > 1 and checkpoint.get("rng_state") is not None:
+        # Saved by another number of processes: every rank now holds the saved (rank 0's) state;
+        # derive one stream per rank from it (repeatable, but not the uninterrupted run's).
+        seed_rank_streams(int(torch.randint(2**31, (1,))))
 
     start_epoch = checkpoint["epoch"]
     print("Previous epoch: {}".format(start_epoch))
