@@ -272,15 +272,16 @@ def run(args):
     init_distributed(cfg.USE_CUDA)
     # Before anything random: every rank seeds alike (SEED -1 under torchrun: rank 0's draw).
     seed = shared_seed(cfg.SEED)
-    if seed is not None:
-        set_random_seed(seed)
+    set_random_seed(seed)
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
 
     logger = setup_logger(cfg.OUTPUT_DIR) if is_main_process() else quiet_stdout()
-    if cfg.SEED < 0 and seed is not None:
-        print(f"SEED {cfg.SEED} (no --seed) on {get_world_size()} processes: every rank starts from "
-              f"seed {seed}, drawn by rank 0")
+    if cfg.SEED < 0:
+        ranks = get_world_size()
+        print(f"SEED {cfg.SEED} (no --seed): this run draws seed {seed}"
+              + (f" (rank 0's draw; every one of the {ranks} processes starts from it)" if ranks > 1 else "")
+              + f"; --seed {seed} repeats its random choices")
     try:
         _run_logged(args, cfg, notes)
     except Exception as err:

@@ -127,7 +127,8 @@ def test_unseeded_ranks_start_alike_and_stay_alike_after_a_step(unseeded_runs, t
     assert any(not torch.equal(r0["init"][k], r0["step"][k]) for k in r0["init"])  # it stepped
     if trainer == "DPLSearch":  # the α batches are drawn from one seed on every rank
         assert r0["alpha_batch_seed"] == r1["alpha_batch_seed"]
-    assert "SEED -1 (no --seed) on 2 processes: every rank starts from seed" in _logs(out / trainer)
+    assert "SEED -1 (no --seed): this run draws seed " in _logs(out / trainer)
+    assert "every one of the 2 processes starts from it" in _logs(out / trainer)
 
 
 @pytest.mark.parametrize("trainer", ["DPLSearch", "DPLTrain"])

@@ -164,6 +164,13 @@ def test_fast_search_without_seed_logs_its_loop_and_records_the_drawn_seed(data_
     assert art["search"] == {"alpha_every": 4, "patience": 3, "min_epochs": 40,
                              "update_mode": "alternate", "class_sample": 0, "epochs_run": 2,
                              "seed": drawn, "world_size": 1}
+    # One seed for the whole run (model init, few-shot draw, α batches), logged and recorded:
+    # --seed with it repeats the unseeded search exactly.
+    assert any(line.startswith(f"SEED -1 (no --seed): this run draws seed {drawn};") for line in log)
+    _, again = search(data_root, tmp_path / "again", tiny_clip_path, "vit_b16_fast", seed=drawn)
+    assert again["search"] == art["search"]
+    for branch in ("text", "vision"):
+        assert again[branch] == art[branch], branch
 
 
 # -- older artifacts ---------------------------------------------------------------------------

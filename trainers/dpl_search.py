@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 
 from dassl.engine import TRAINER_REGISTRY, TrainerX
 from dassl.optim import build_lr_scheduler, build_optimizer
+from dassl.utils.distributed import run_seed
 
 from dpl import __version__ as dpl_version
 from dpl.artifact import branch_summary, build_artifact, save_artifact, shots_provenance
@@ -173,7 +174,11 @@ class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
                 f"The validation split of {self.cfg.DATASET.NAME} overlaps the test split "
                 f"({len(overlap)} images); α must never see test data. Set DATASET.VAL_FROM_TRAIN True."
             )
-        seed = self.cfg.SEED if self.cfg.SEED >= 0 else random.SystemRandom().randrange(2**31)
+        # SEED -1: the seed train.py drew for this run (recorded in the artifact), so the α batches
+        # follow from the run's one seed; a trainer built outside train.py draws its own.
+        seed = self.cfg.SEED if self.cfg.SEED >= 0 else run_seed()
+        if seed is None:
+            seed = random.SystemRandom().randrange(2**31)
         seed = from_rank0(seed)  # torchrun: one seed, so every rank slices the same α batches
         self.val_batches = CyclingBatches(
             self.val_loader.dataset, self.cfg.TRAINER.DPL.SEARCH.VAL_BATCH_SIZE, seed,

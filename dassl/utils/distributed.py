@@ -229,15 +229,23 @@ def main_process_first(build, what: str):
 # ---------------------------------------------------------------------------------------------
 # Seeds and random streams.
 
-def shared_seed(seed: int):
-    """The seed every rank of this run uses: ``seed`` when >= 0; for SEED < 0 (no ``--seed``) under
-    torchrun, one that rank 0 draws and shares, so the ranks start alike; None in one process
-    (an unseeded run)."""
-    if seed >= 0:
-        return seed
-    if get_world_size() <= 1:
-        return None
-    return from_rank0(random.SystemRandom().randrange(2**31))
+_RUN_SEED = None  # the seed this process's run started from (shared_seed)
+
+
+def shared_seed(seed: int) -> int:
+    """The seed every rank of this run starts from: ``seed`` when >= 0; for SEED < 0 (no ``--seed``)
+    one that rank 0 draws and shares (one process: its own draw), so the ranks start alike and the
+    run can be repeated with ``--seed`` that value. ``run_seed()`` returns it afterwards."""
+    global _RUN_SEED
+    if seed < 0:
+        seed = from_rank0(random.SystemRandom().randrange(2**31))
+    _RUN_SEED = int(seed)
+    return _RUN_SEED
+
+
+def run_seed():
+    """The seed ``shared_seed`` gave this run (None before it ran, e.g. a trainer built in a test)."""
+    return _RUN_SEED
 
 
 def seed_rank_streams(seed: int) -> None:
