@@ -411,13 +411,13 @@ def test_flex_check_without_a_gpu_says_so():
 
 # --- the docs say what the scripts do ---------------------------------------------------------------
 
-def read_doc(name):
-    with open(os.path.join(REPO, "docs", name), encoding="utf-8") as f:
+def read_doc(path):
+    with open(os.path.join(REPO, path), encoding="utf-8") as f:
         return f.read()
 
 
 def test_the_gpu_check_section_states_the_scripts_settings():
-    section = read_doc("REPRODUCIBILITY.md").split("## Check a GPU machine first", 1)[1].split("\n## ", 1)[0]
+    section = read_doc("docs/REPRODUCIBILITY.md").split("## Check a GPU machine first", 1)[1].split("\n## ", 1)[0]
     section = " ".join(section.split())  # line breaks are layout
     assert "pip download --no-deps -d wheels open-clip-torch==3.3.* yacs ftfy wcwidth submitit" in section
     assert "GPU_CHECK_PYTHON=python3 GPU_CHECK_WHEELS=wheels bash scripts/gpu_check.sh" in section
@@ -445,8 +445,8 @@ def test_the_config_and_performance_pages_state_the_attention_key():
     extend_cfg(cfg)
     row = f"| `TRAINER.DPL.SEARCH.REAL_ATTENTION` | `{cfg.TRAINER.DPL.SEARCH.REAL_ATTENTION}` | " + \
         ", ".join(f"`{c}`" for c in REAL_CHOICES) + " |"
-    assert row in read_doc("CONFIG.md")
-    performance = " ".join(read_doc("PERFORMANCE.md").split())
+    assert row in read_doc("docs/CONFIG.md")
+    performance = " ".join(read_doc("docs/PERFORMANCE.md").split())
     assert "`TRAINER.DPL.SEARCH.REAL_ATTENTION flex`" in performance and "`DPL_SUPERNET_REAL=flex`" in performance
     assert "at most 4 graphs with `PREC fp32` / `fp16` and at most 6 with `amp` / `bf16`" in performance
     assert FLEX_GRAPH_BOUND == 6
