@@ -192,9 +192,17 @@ def last_epoch(model_dir: str) -> str:
 def _init_worker(threads: int) -> None:
     os.environ["TQDM_DISABLE"] = "1"
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    import functools
+
     import torch
 
+    import train
+
     torch.set_num_threads(threads)
+    # Every log still records the environment, but it is collected once per worker: it runs
+    # pip and other subprocesses, over a third of a short evaluation run's time.
+    if not hasattr(train.collect_env_info, "cache_info"):
+        train.collect_env_info = functools.lru_cache(maxsize=None)(train.collect_env_info)
 
 
 def run_chain(chain: Chain) -> List[dict]:

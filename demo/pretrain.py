@@ -114,7 +114,8 @@ class ShippedWeights:
 SHIPPED: Dict[str, ShippedWeights] = {
     "base": ShippedWeights("base", "demo-clip.safetensors",
                            "541d6a525427d98fb1f41e66283b415ae2abc4d18585c3606f0b4bdfca9b63f0", FULL),
-    "depth12": ShippedWeights("depth12", "demo-clip-depth12.safetensors", "@SHA_DEPTH12@", DEPTH12),
+    "depth12": ShippedWeights("depth12", "demo-clip-depth12.safetensors",
+                              "5d17191b469a1b234ecbc7a36dffecded15c9a7b42e95955c5592ab0f19d3933", DEPTH12),
 }
 
 

@@ -101,9 +101,16 @@ def run_seed(args: dict, seed: int, console=None) -> dict:
     """The four stages for one seed; returns {"seed", "accuracy": {method: acc|None}, "lengths"}."""
     import torch
 
+    import functools
+
+    import train
+
     # The micro-CLIP is too small to gain from a second thread, and OpenMP threads that compete
     # with another busy process slow small ops down by an order of magnitude.
     torch.set_num_threads(int(os.environ.get("DPL_DEMO_THREADS", "1")))
+    # Each log still records the environment, collected once per process (it runs pip).
+    if not hasattr(train.collect_env_info, "cache_info"):
+        train.collect_env_info = functools.lru_cache(maxsize=None)(train.collect_env_info)
     out = os.path.join(args["output"], f"seed{seed}")
     data = os.path.join(args["output"], "data")
     common = ["DATASET.NUM_SHOTS", str(args["shots"]), "MODEL.BACKBONE.PATH", args["clip"]]
