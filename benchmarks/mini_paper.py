@@ -459,7 +459,7 @@ def claims(tables: dict, lengths: dict, res: Results, alpha: dict) -> List[str]:
             for k in MANUAL if (table[k] if part is None else table[k][part])[t]["mean"] is not None)]
         ci = ours["ci95"]
         verdict = ("holds" if delta > 0 else "does not hold")
-        spread = "" if ci is None else (
+        spread = " (one seed: no confidence interval, so this decides nothing)" if ci is None else (
             f"; the difference is {'larger' if abs(delta) > ci else 'smaller'} than the searched "
             f"average's 95 % CI (± {ci:.1f})")
         lines.append(
@@ -509,8 +509,13 @@ def claims(tables: dict, lengths: dict, res: Results, alpha: dict) -> List[str]:
     epochs = [c.get("epochs_run") for v in lengths.get("dpl_fast", {}).values() for c in v.values()]
     epochs = [e for e in epochs if e]
     if epochs:
+        paper_epochs = [c.get("epochs_run") for v in lengths.get("dpl", {}).values() for c in v.values()]
+        paper_epochs = [e for e in paper_epochs if e]
+        of = f" of the paper loop's {max(paper_epochs)}" if paper_epochs else ""
+        stopped = sum(e < max(paper_epochs) for e in epochs) if paper_epochs else 0
         lines.append(f"- The fast loop's searches ran {min(epochs)}–{max(epochs)} epochs "
-                     f"(mean {statistics.mean(epochs):.1f}) of the paper loop's.")
+                     f"(mean {statistics.mean(epochs):.1f}){of}; its early stop fired in {stopped} of "
+                     f"{len(epochs)} searches.")
 
     # 4. alpha convergence
     if alpha:
@@ -662,8 +667,8 @@ def main(argv=None) -> int:
     res = Results(layout, tasks, shots_list, seeds)
     tables = collect(res, protocols)
     lengths = searched_lengths(res)
-    figure_run = layout.run_dir("fewshot", "DPLSearch", BY_KEY["dpl"].search_cfg, tasks[1] if len(tasks) > 1 else tasks[0],
-                                16, seeds[0])
+    figure_task = SOURCE if SOURCE in tasks else tasks[0]
+    figure_run = layout.run_dir("fewshot", "DPLSearch", BY_KEY["dpl"].search_cfg, figure_task, 16, seeds[0])
     figure = os.path.splitext(json_path)[0] + "_alpha_convergence.png"
     if os.path.isfile(os.path.join(figure_run, "alpha_convergence.png")):
         shutil.copyfile(os.path.join(figure_run, "alpha_convergence.png"), figure)
