@@ -525,7 +525,9 @@ def claims(tables: dict, lengths: dict, res: Results, alpha: dict) -> List[str]:
             f"configuration last changed at epoch {alpha['last_change']} of {alpha['epochs']}; at the end "
             f"the mean top softmax weight per block is {alpha['mean_top']:.2f} (text) / "
             f"{alpha['mean_top_vision']:.2f} (vision), and {alpha['dominant']} of {alpha['blocks']} blocks have "
-            f"one option ≥ 0.5. Figure: `{alpha['figure']}`.")
+            f"one option ≥ 0.5; the mean per-epoch change of softmax(α) (total variation) went from "
+            f"{alpha['tv_distance_first']:.3f} in the first epoch to {alpha['tv_distance_last']:.3f} in the "
+            f"last. Figure: `{alpha['figure']}`.")
     return lines
 
 
@@ -554,7 +556,8 @@ def alpha_summary(search_dir: str, figure: str, root: str) -> dict:
             "mean_top": statistics.mean(tops["text"]) if tops["text"] else float("nan"),
             "mean_top_vision": statistics.mean(tops["vision"]) if tops["vision"] else float("nan"),
             "dominant": sum(t >= 0.5 for t in all_tops), "blocks": len(all_tops), "figure": figure,
-            "tv_distance_last": {b: final[b]["tv_distance"] for b in ("text", "vision")}}
+            "tv_distance_first": statistics.mean(records[0][b]["tv_distance"] for b in ("text", "vision")),
+            "tv_distance_last": statistics.mean(final[b]["tv_distance"] for b in ("text", "vision"))}
 
 
 # --------------------------------------------------------------------------- Markdown
