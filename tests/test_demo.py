@@ -175,6 +175,18 @@ def test_export_writes_fp16_safetensors_that_load_as_the_model(tmp_path):
 
 
 @pytest.mark.parametrize("variant", sorted(pretrain.SHIPPED))
+def test_the_recipes_export_reproduces_the_shipped_bytes(variant, tmp_path):
+    from safetensors.torch import load_file
+
+    shipped = pretrain.SHIPPED[variant]
+    model = pretrain.build_model(shipped.config)
+    missing, unexpected = model.load_state_dict(
+        {k: v.float() for k, v in load_file(shipped.path).items()}, strict=False)
+    assert not unexpected and set(missing) <= {"attn_mask"}
+    assert pretrain.export_weights(model, str(tmp_path / "w.safetensors"), shipped.config) == shipped.sha256
+
+
+@pytest.mark.parametrize("variant", sorted(pretrain.SHIPPED))
 def test_shipped_weights_are_a_working_clip(variant):
     model = load_clip("demo", pretrain.get_demo_clip(variant))
     depth = pretrain.SHIPPED[variant].config
