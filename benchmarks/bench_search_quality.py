@@ -10,7 +10,7 @@ search wall time, derived lengths, DPLTrain test accuracy; then the accuracy dif
 (fast - paper) with its spread, the worst run, and the mean epochs run. Writes a JSON that
 ``bench_stages.py`` reads for the fast loop's epoch ratio (JSON files written before the
 relabelling call the paper loop "full" and the fast loop "new"). Runs on CPU with the demo's
-micro-CLIP (pretrained and cached on first use); each stage is an ordinary ``train.py`` process.
+shipped micro-CLIP; each stage is an ordinary ``train.py`` process.
 Never asserts (targets: mean difference within 0.5 points, no run worse by more than 2).
 
 The demo is small, so epochs are scaled: the searches run at most ``--search-epochs`` (default
@@ -77,9 +77,8 @@ def main(argv=None) -> int:
                     help="the fast loop's SEARCH.MIN_EPOCHS, at this benchmark's epoch scale")
     ap.add_argument("--alpha-every", type=int, default=4, help="the fast loop's SEARCH.ALPHA_EVERY")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--clip", default="", help="demo CLIP checkpoint (default: cached/pretrained)")
-    ap.add_argument("--quick-clip", action="store_true",
-                    help="the 300-step demo CLIP the tests use (pretrains in a fraction of the time)")
+    ap.add_argument("--clip", default="", help="demo CLIP weights (default: the shipped base weights)")
+    ap.add_argument("--variant", default="base", help="shipped demo CLIP: base or depth12")
     ap.add_argument("--out", default=str(REPO / "output" / "bench_search_quality"))
     ap.add_argument("--json", default=str(DEFAULT_JSON))
     args = ap.parse_args(argv)
@@ -89,7 +88,7 @@ def main(argv=None) -> int:
     from demo.pretrain import get_demo_clip
     from tools.parse_test_res import run_result
 
-    clip = args.clip or get_demo_clip(quick=args.quick_clip)
+    clip = args.clip or get_demo_clip(args.variant)
     out, data = Path(args.out), Path(args.out) / "data"
     # The default search is the paper's loop (the key defaults, stated explicitly); the fast one
     # differs only in these three keys.
@@ -147,7 +146,7 @@ def main(argv=None) -> int:
     atomic_write_json(args.json, {
         "settings": {k: getattr(args, k) for k in ("tasks", "seeds", "shots", "search_epochs",
                                                    "train_epochs", "patience", "min_epochs",
-                                                   "alpha_every", "quick_clip")},
+                                                   "alpha_every", "variant")},
         "runs": runs,
         "accuracy_diff": {"mean": statistics.mean(diffs), "std": spread, "worst": min(diffs)},
         "epochs_run": epochs,

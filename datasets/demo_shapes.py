@@ -49,3 +49,45 @@ class DemoCombos(DemoDataset):
     """12 classes: 6 held-out pairs, each next to a seen pair of the same colour."""
 
     task = TASKS["DemoCombos"]
+
+
+@DATASET_REGISTRY.register()
+class DemoColors(DemoDataset):
+    """6 classes: the object's colour (any shape, size, background)."""
+
+    task = TASKS["DemoColors"]
+
+
+@DATASET_REGISTRY.register()
+class DemoSizeShapes(DemoDataset):
+    """12 classes: size x shape (any colour)."""
+
+    task = TASKS["DemoSizeShapes"]
+
+
+@DATASET_REGISTRY.register()
+class DemoTextures(DemoDataset):
+    """4 classes: the low-contrast background texture."""
+
+    task = TASKS["DemoTextures"]
+
+
+@DATASET_REGISTRY.register()
+class DemoCombosSketch(DemoDataset):
+    """DemoCombos drawn as outlines only (a domain-generalisation target)."""
+
+    task = TASKS["DemoCombosSketch"]
+
+
+@DATASET_REGISTRY.register()
+class DemoCombosClutter(DemoDataset):
+    """DemoCombos on high-contrast coloured backgrounds (a domain-generalisation target)."""
+
+    task = TASKS["DemoCombosClutter"]
+
+
+@DATASET_REGISTRY.register()
+class DemoCombosJitter(DemoDataset):
+    """DemoCombos with strong colour jitter and noise (a domain-generalisation target)."""
+
+    task = TASKS["DemoCombosJitter"]

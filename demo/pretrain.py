@@ -1,10 +1,14 @@
-"""Contrastively pretrain the demo's micro-CLIP on the procedural world (about 2 min on 2 CPU cores).
+"""The recipe of the demo's micro-CLIP: contrastive pretraining on the procedural world.
 
-The result is an ordinary OpenAI-format checkpoint (``dpl.clip_loader.save_openai_checkpoint``)
-that ``load_clip("demo", path)`` reads like any real CLIP. It is built once and cached under
-``~/.cache/dpl/demo-clip-<config-hash>.pt`` (directory overridable with ``$DPL_DEMO_CACHE``).
+Nothing pretrains on first use any more: every machine loads the same committed weights,
+``demo/weights/demo-clip.safetensors`` (4 image / 3 text blocks) and
+``demo/weights/demo-clip-depth12.safetensors`` (12 and 12, as ViT-B/16), whose SHA-256 are
+``SHIPPED`` below and in docs/DEMO.md. ``get_demo_clip()`` returns the verified path; the files are
+ordinary OpenAI-format state dicts that ``load_clip("demo", path)`` reads like any real CLIP.
 
-    python -m demo.pretrain [--out PATH] [--steps N] [--quick]
+This module is how they were made (docs/DEMO.md gives the exact commands, threads and torch):
+
+    python -m demo.pretrain --variant base|depth12 [--out PATH] [--threads 1]
 
 What makes it cheap enough for 2 CPU cores:
 - 32x32 images with 8x8 patches: 17 image tokens per image, drawn fresh each step in ~10 ms.
@@ -18,6 +22,7 @@ circle) are all positives of the contrastive loss, not false negatives.
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import itertools
 import json
@@ -35,9 +40,10 @@ from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 
 from demo import world
 from dpl.clip_loader import load_clip, save_openai_checkpoint
+from user_errors import UserError
 
-# Bump when the drawing code or the training loop changes, so caches are rebuilt (the world's
-# constants, the captions and DemoClipConfig are hashed already).
+# Bump when the drawing code or the training loop changes (recorded in the exported file; the
+# world's constants, the captions and DemoClipConfig are hashed by ``digest``).
 RECIPE_VERSION = 1
 
 # Pretraining captions; the slots a template names are the attributes it asserts about the image.
@@ -54,7 +60,7 @@ ATTRIBUTES = ("size", "color", "shape", "background")  # column order of Caption
 
 @dataclass(frozen=True)
 class DemoClipConfig:
-    """Everything that determines the checkpoint; its hash names the cache file."""
+    """Everything that determines the checkpoint (``digest`` hashes it with the world)."""
 
     seed: int = 0
     image_size: int = world.IMAGE_SIZE
@@ -79,34 +85,73 @@ class DemoClipConfig:
 
 
 FULL = DemoClipConfig()
-QUICK = replace(FULL, steps=300)   # for tests: learns colour, shape only a little
+QUICK = replace(FULL, steps=300)   # learns colour, shape only a little
+# 12 blocks in each tower, as ViT-B/16: the searched α spans as many blocks as in the paper.
+DEPTH12 = replace(FULL, vision_layers=12, text_layers=12)
+VARIANTS = {"base": FULL, "depth12": DEPTH12, "quick": QUICK}
 
 
-# --------------------------------------------------------------------------- cache + entry point
+# --------------------------------------------------------------------------- shipped weights
 
-def default_cache_dir() -> str:
-    return os.path.expanduser(os.environ.get("DPL_DEMO_CACHE", "~/.cache/dpl"))
-
-
-def checkpoint_path(config: DemoClipConfig, cache_dir: Optional[str] = None) -> str:
-    return os.path.join(cache_dir or default_cache_dir(), f"demo-clip-{config.digest()}.pt")
+WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
 
 
-def get_demo_clip(cache_dir: Optional[str] = None, quick: bool = False,
-                  log: Callable[[str], None] = print) -> str:
-    """Path of the demo CLIP checkpoint, pretraining it on first use (minutes; progress is logged).
+@dataclass(frozen=True)
+class ShippedWeights:
+    """A committed checkpoint: file name under demo/weights/ and the SHA-256 of its bytes."""
 
-    cache_dir: where checkpoints live; default ``$DPL_DEMO_CACHE`` or ``~/.cache/dpl``.
-    quick: a shorter pretraining (for tests), cached under its own name.
+    variant: str
+    file: str
+    sha256: str
+    config: DemoClipConfig
+
+    @property
+    def path(self) -> str:
+        return os.path.join(WEIGHTS_DIR, self.file)
+
+
+# The weights every machine uses (made once by this module's recipe; see docs/DEMO.md).
+SHIPPED: Dict[str, ShippedWeights] = {
+    "base": ShippedWeights("base", "demo-clip.safetensors",
+                           "32eec73e33fa7286fcf275912153b1a8d2484ec6e3f78e4ce07b1c306eb27b3c", FULL),
+    "depth12": ShippedWeights("depth12", "demo-clip-depth12.safetensors",
+                              "b14113c876d922c623977d41ddcd57df4e01effdca8e99426e033193bcb05635", DEPTH12),
+}
+
+
+class DemoWeightsError(UserError):
+    """The shipped demo weights are missing or differ from the committed bytes."""
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def get_demo_clip(variant: str = "base", log: Optional[Callable[[str], None]] = None) -> str:
+    """Path of the shipped demo CLIP weights, after checking their SHA-256 (nothing is trained).
+
+    variant: "base" (4 image / 3 text blocks) or "depth12" (12 blocks in each tower, as ViT-B/16).
+    log: if given, receives one line naming the file and its verified hash.
     """
-    config = QUICK if quick else FULL
-    path = checkpoint_path(config, cache_dir)
-    if not os.path.isfile(path):
-        minutes = max(1, round(config.steps / 550))   # ~0.11 s per step on 2 idle CPU cores
-        log(f"[demo] pretraining the demo CLIP: first use only, {config.steps} steps, about "
-            f"{minutes} min on 2 CPU cores -> {path}")
-        save_openai_checkpoint(pretrain(config, log=log), path)
-    return path
+    if variant not in SHIPPED:
+        raise DemoWeightsError(f"demo CLIP variant {variant!r} does not exist; use one of "
+                               f"{', '.join(SHIPPED)}.")
+    shipped = SHIPPED[variant]
+    if not os.path.isfile(shipped.path):
+        raise DemoWeightsError(f"{shipped.path} is missing; restore it with "
+                               f"`git checkout -- demo/weights/{shipped.file}`.")
+    digest = file_sha256(shipped.path)
+    if digest != shipped.sha256:
+        raise DemoWeightsError(f"{shipped.path} has SHA-256 {digest}, expected {shipped.sha256}; "
+                               f"restore it with `git checkout -- demo/weights/{shipped.file}` "
+                               "(a Git LFS pointer or a damaged copy cannot be used).")
+    if log is not None:
+        log(f"[demo] demo CLIP {variant}: {shipped.path} (SHA-256 {digest}, verified)")
+    return shipped.path
 
 
 # --------------------------------------------------------------------------- model
@@ -263,6 +308,41 @@ def _hms(seconds: float) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
+# --------------------------------------------------------------------------- export
+
+def trained_token_ids(bank: Optional[CaptionBank] = None) -> torch.Tensor:
+    """(k,) long: the token ids that occur in some pretraining caption (sorted)."""
+    bank = bank or build_caption_bank()
+    return torch.unique(bank.tokens[bank.tokens > 0])
+
+
+def export_weights(model: CLIP, path: str, config: DemoClipConfig) -> str:
+    """Write ``model`` as the shipped file: an OpenAI-format state dict, every tensor fp16, in
+    ``.safetensors``; returns the SHA-256 of the bytes written (atomically).
+
+    Rows of the token embedding for tokens that no pretraining caption contains are zeroed: no
+    gradient ever reached them (AdamW leaves them at their random initialisation), and zeros keep
+    the committed file compressible. Every demo class name and template uses trained tokens only.
+    """
+    from safetensors.torch import save as safetensors_bytes
+
+    from dpl.io import atomic_open
+
+    lp = copy.deepcopy(model).cpu().float()
+    state = {k: v.detach().contiguous() for k, v in lp.state_dict().items() if k != "attn_mask"}
+    keep = torch.zeros(state["token_embedding.weight"].shape[0], dtype=torch.bool)
+    keep[trained_token_ids()] = True
+    state["token_embedding.weight"][~keep] = 0
+    state = {k: (v.half() if v.is_floating_point() else v) for k, v in sorted(state.items())}
+    # One metadata entry: safetensors writes its metadata map in hash order, so two keys would
+    # make the bytes (and the SHA-256) differ from run to run.
+    recipe = json.dumps({"recipe_version": RECIPE_VERSION, **asdict(config)}, sort_keys=True)
+    blob = safetensors_bytes(state, metadata={"recipe": recipe})
+    with atomic_open(path, "wb") as fh:
+        fh.write(blob)
+    return hashlib.sha256(blob).hexdigest()
+
+
 # --------------------------------------------------------------------------- report
 
 @torch.no_grad()
@@ -290,18 +370,41 @@ def report(path: str, log: Callable[[str], None] = print) -> Dict[str, float]:
 
 def main(argv: Optional[list] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m demo.pretrain", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default="", help="checkpoint file (default: the cache path)")
+    parser.add_argument("--variant", choices=sorted(VARIANTS), default="base",
+                        help="base: 4 image / 3 text blocks; depth12: 12 and 12; quick: 300 steps")
+    parser.add_argument("--out", default="",
+                        help="weights file (default output/demo-clip-<variant>.safetensors; the "
+                             "shipped files under demo/weights/ are never overwritten by default)")
     parser.add_argument("--steps", type=int, default=0, help="override the number of steps")
-    parser.add_argument("--quick", action="store_true", help="the short test-suite pretraining")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1, as the shipped weights were made: the "
+                             "reduction order, hence the bits, depend on it)")
+    parser.add_argument("--from-state", default="",
+                        help="export an fp32 state dict saved by --raw instead of pretraining")
+    parser.add_argument("--raw", default="", help="also save the fp32 state dict here")
     args = parser.parse_args(argv)
-    config = QUICK if args.quick else FULL
+    torch.set_num_threads(args.threads)
+    config = VARIANTS[args.variant]
     if args.steps:
         config = replace(config, steps=args.steps)
-    out = args.out or checkpoint_path(config)
+    out = args.out or os.path.join("output", f"demo-clip-{args.variant}.safetensors")
     start = time.time()
-    model = pretrain(config)
-    save_openai_checkpoint(model, out)
-    print(f"[demo] saved {out} ({_hms(time.time() - start)})")
+    if args.from_state:
+        model = build_model(config)
+        model.load_state_dict(torch.load(args.from_state, map_location="cpu", weights_only=True))
+        model.eval()
+    else:
+        model = pretrain(config)
+    if args.raw:
+        torch.save(model.state_dict(), args.raw)
+    digest = export_weights(model, out, config)
+    print(f"[demo] saved {out} ({_hms(time.time() - start)}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} thread(s))")
+    print(f"[demo] SHA-256 {digest}")
+    shipped = SHIPPED.get(args.variant)
+    if shipped is not None and config == shipped.config:
+        same = "equals" if digest == shipped.sha256 else "differs from"
+        print(f"[demo] this {same} the shipped demo/weights/{shipped.file} ({shipped.sha256})")
     report(out)
     return 0
 

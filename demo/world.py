@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -99,11 +99,21 @@ def sample_scenes(n: int, generator: torch.Generator, combos: Optional[torch.Ten
     )
 
 
-def render(scenes: Scenes, generator: torch.Generator, image_size: int = IMAGE_SIZE) -> torch.Tensor:
+STYLES: Tuple[str, ...] = ("standard", "sketch", "clutter", "jitter")
+
+
+def render(scenes: Scenes, generator: torch.Generator, image_size: int = IMAGE_SIZE,
+           style: str = "standard") -> torch.Tensor:
     """Draw the scenes. Returns (n, 3, image_size, image_size) uint8.
 
     All geometry is in units of the image side, so any image_size draws the same world.
+    style: "standard" (what pretraining sees) or a shifted rendering for domain generalisation:
+    "sketch" (only a 1.5-pixel outline in the object's colour, on a plain light background),
+    "clutter" (backgrounds of high-contrast coloured blotches never seen in pretraining),
+    "jitter" (strong colour jitter of the object and four times the pixel noise).
     """
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {STYLES}, got {style!r}")
     n, s = len(scenes), image_size
     g = generator
     coords = (torch.arange(s, dtype=torch.float32) + 0.5) / s          # pixel centres in (0, 1)
@@ -127,13 +137,27 @@ def render(scenes: Scenes, generator: torch.Generator, image_size: int = IMAGE_S
     for k, name in enumerate(SHAPES):                                   # each image: its own shape
         idx = (scenes.shape == k).nonzero()[:, 0]
         sdf[idx] = _SDF[name](u[idx], v[idx])
-    coverage = (0.5 - sdf * r * s).clamp(0, 1)                          # 1-pixel anti-aliased edge
+    distance = sdf * r * s                                              # pixels, < 0 inside
+    if style == "sketch":                                               # a band just inside the edge
+        coverage = (0.5 - ((distance + 0.75).abs() - 0.75)).clamp(0, 1)
+    else:
+        coverage = (0.5 - distance).clamp(0, 1)                         # 1-pixel anti-aliased edge
 
     rgb = torch.tensor([COLORS[c] for c in COLOR_NAMES])[scenes.color]  # (n, 3)
     rgb = rgb * (0.85 + 0.2 * torch.rand(n, 1, generator=g)) + 0.05 * torch.randn(n, 3, generator=g)
     background = _backgrounds(scenes.background, g, s)                 # (n, 3, s, s)
+    noise = 0.025
+    if style == "sketch":
+        background = (0.8 + 0.1 * torch.rand(n, 1, 1, 1, generator=g)).expand(n, 3, s, s)
+    elif style == "clutter":
+        blotches = F.interpolate(torch.rand(n, 3, 6, 6, generator=g), size=(s, s), mode="bilinear",
+                                 align_corners=False)
+        background = 0.2 + 0.6 * blotches
+    elif style == "jitter":
+        rgb = rgb * (0.6 + 0.6 * torch.rand(n, 1, generator=g)) + 0.15 * torch.randn(n, 3, generator=g)
+        noise = 0.1
     image = background * (1 - coverage[:, None]) + rgb.view(n, 3, 1, 1) * coverage[:, None]
-    image = image + 0.025 * torch.randn(n, 3, s, s, generator=g)
+    image = image + noise * torch.randn(n, 3, s, s, generator=g)
     return (image.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
@@ -193,43 +217,81 @@ def _backgrounds(kind: torch.Tensor, g: torch.Generator, s: int) -> torch.Tensor
 
 # --------------------------------------------------------------------------- demo datasets
 
+ATTRIBUTE_NAMES: Dict[str, Tuple[str, ...]] = {
+    "color": COLOR_NAMES, "shape": SHAPES, "size": SIZE_NAMES, "background": BACKGROUNDS}
+
+
 @dataclass(frozen=True)
 class DemoTask:
-    """A few-shot classification task in the world, written to disk in CoOp's format."""
+    """A few-shot classification task in the world, written to disk in CoOp's format.
+
+    Each class fixes the attributes named in ``attributes`` (its tuple in ``classes`` gives their
+    values, in that order); every other attribute is drawn at random per image.
+    """
 
     name: str                               # registered dataset name and split file stem
     dataset_dir: str                        # folder under DATASET.ROOT
-    classes: Tuple[Tuple[str, str], ...]    # (colour, shape) per label, in label order
+    classes: Tuple[Tuple[str, ...], ...]    # attribute values per label, in label order
     per_class: Tuple[int, int, int] = (24, 8, 30)  # train, val, test images per class
     seed: int = 0                           # the dataset is fixed; cfg.SEED only picks the shots
+    attributes: Tuple[str, ...] = ("color", "shape")
+    classname: str = "{color} {shape}"      # class name from the attribute values
+    style: str = "standard"                 # render style (a shifted rendering for DG targets)
+    shift_of: str = ""                      # the task whose classes a shifted rendering shares
+    about: str = ""                         # one line for docs and the benchmark tables
 
     @property
     def classnames(self) -> Tuple[str, ...]:
-        return tuple(f"{color} {shape}" for color, shape in self.classes)
+        return tuple(self.classname.format(**dict(zip(self.attributes, values)))
+                     for values in self.classes)
 
     @property
     def held_out_labels(self) -> Tuple[int, ...]:
-        """Labels of the classes the pretraining world never drew."""
-        return tuple(i for i, pair in enumerate(self.classes) if pair in HELD_OUT)
+        """Labels of the classes whose (colour, shape) pair the pretraining world never drew."""
+        if set(self.attributes) != {"color", "shape"}:
+            return ()
+        pairs = [tuple(dict(zip(self.attributes, v))[a] for a in ("color", "shape")) for v in self.classes]
+        return tuple(i for i, pair in enumerate(pairs) if pair in HELD_OUT)
 
+
+_ALL_PAIRS = tuple((c, s) for c in COLOR_NAMES for s in SHAPES)
+# 12 classes, half of them held out: colour i with shape i (held out) and with shape i + 1
+# (seen), so every shape is once novel and once familiar.
+_COMBOS = tuple(pair for i, c in enumerate(COLOR_NAMES)
+                for pair in ((c, _ROW_SHAPES[i]), (c, _ROW_SHAPES[(i + 1) % len(_ROW_SHAPES)])))
 
 TASKS: Dict[str, DemoTask] = {
     # Every colour x shape pair; the 12 held-out pairs split 6 / 6 between the base and new halves.
-    "DemoShapes": DemoTask(
-        name="DemoShapes",
-        dataset_dir="demo_shapes",
-        classes=tuple((c, s) for c in COLOR_NAMES for s in SHAPES),
-    ),
-    # 12 classes, half of them held out: colour i with shape i (held out) and with shape i + 1
-    # (seen), so every shape is once novel and once familiar.
-    "DemoCombos": DemoTask(
-        name="DemoCombos",
-        dataset_dir="demo_combos",
-        classes=tuple(pair for i, c in enumerate(COLOR_NAMES)
-                      for pair in ((c, _ROW_SHAPES[i]), (c, _ROW_SHAPES[(i + 1) % len(_ROW_SHAPES)]))),
-        per_class=(24, 8, 50),
-    ),
+    "DemoShapes": DemoTask(name="DemoShapes", dataset_dir="demo_shapes", classes=_ALL_PAIRS,
+                           about="colour x shape, 36 classes, 12 held out from pretraining"),
+    "DemoCombos": DemoTask(name="DemoCombos", dataset_dir="demo_combos", classes=_COMBOS,
+                           per_class=(24, 8, 50),
+                           about="colour x shape, 12 classes, 6 held out from pretraining"),
+    "DemoColors": DemoTask(name="DemoColors", dataset_dir="demo_colors",
+                           classes=tuple((c,) for c in COLOR_NAMES), attributes=("color",),
+                           classname="{color} object", per_class=(24, 8, 50),
+                           about="colour only, 6 classes (any shape, size, background)"),
+    "DemoSizeShapes": DemoTask(name="DemoSizeShapes", dataset_dir="demo_sizeshapes",
+                               classes=tuple((z, s) for z in SIZE_NAMES for s in SHAPES),
+                               attributes=("size", "shape"), classname="{size} {shape}",
+                               per_class=(24, 8, 40),
+                               about="size x shape, 12 classes (any colour)"),
+    "DemoTextures": DemoTask(name="DemoTextures", dataset_dir="demo_textures",
+                             classes=tuple((b,) for b in BACKGROUNDS), attributes=("background",),
+                             classname="{background} background", per_class=(24, 8, 60),
+                             about="background texture, 4 classes (low contrast, hard)"),
 }
+# Shifted renderings of DemoCombos (same classes) for domain generalisation, in the roles of
+# ImageNet-Sketch, -R and -A: never used for training, only as evaluation targets.
+for _style, _what in (("sketch", "outline-only drawing"),
+                      ("clutter", "new high-contrast coloured backgrounds"),
+                      ("jitter", "strong colour jitter and pixel noise")):
+    _name = "DemoCombos" + _style.capitalize()
+    TASKS[_name] = replace(TASKS["DemoCombos"], name=_name, dataset_dir=f"demo_combos_{_style}",
+                           per_class=(4, 2, 50), style=_style, shift_of="DemoCombos",
+                           about=f"DemoCombos, {_what}")
+FEWSHOT_TASKS: Tuple[str, ...] = tuple(n for n, t in TASKS.items() if not t.shift_of)
+SHIFTED_TASKS: Tuple[str, ...] = tuple(n for n, t in TASKS.items() if t.shift_of)
 SPLITS = ("train", "val", "test")
 
 
@@ -245,14 +307,14 @@ def task_split(task: DemoTask, split: str, seed: Optional[int] = None) -> Tuple[
     gen = torch.Generator().manual_seed(_stream_seed(task.name, split, seed))
     n_per = task.per_class[SPLITS.index(split)]
     labels = torch.arange(len(task.classes)).repeat_interleave(n_per)
-    combos = torch.tensor([combo_index(c, s) for c, s in task.classes])[labels]
-    scenes = Scenes(
-        color=combos // len(SHAPES),
-        shape=combos % len(SHAPES),
-        size=torch.randint(len(SIZES), (len(labels),), generator=gen),
-        background=torch.randint(len(BACKGROUNDS), (len(labels),), generator=gen),
-    )
-    return render(scenes, gen), labels
+    values = {}
+    for attribute, names in ATTRIBUTE_NAMES.items():    # fixed by the class, or drawn per image
+        if attribute in task.attributes:
+            column = task.attributes.index(attribute)
+            values[attribute] = torch.tensor([names.index(v[column]) for v in task.classes])[labels]
+        else:
+            values[attribute] = torch.randint(len(names), (len(labels),), generator=gen)
+    return render(Scenes(**values), gen, style=task.style), labels
 
 
 def _stream_seed(*parts) -> int:

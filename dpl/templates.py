@@ -36,6 +36,12 @@ DPL_CUSTOM_TEMPLATES = {
     # the offline demo's tasks (demo/world.py): the caption form the demo CLIP was pretrained on
     "DemoShapes": "a photo of a {}.",
     "DemoCombos": "a photo of a {}.",
+    "DemoColors": "a photo of a {}.",
+    "DemoSizeShapes": "a photo of a {}.",
+    "DemoTextures": "a photo of a {}.",
+    "DemoCombosSketch": "a photo of a {}.",
+    "DemoCombosClutter": "a photo of a {}.",
+    "DemoCombosJitter": "a photo of a {}.",
 }
 
 ZEROSHOT_TEMPLATES = {
@@ -57,6 +63,12 @@ ZEROSHOT_TEMPLATES = {
     # the offline demo's tasks (demo/world.py): the caption form the demo CLIP was pretrained on
     "DemoShapes": "a photo of a {}.",
     "DemoCombos": "a photo of a {}.",
+    "DemoColors": "a photo of a {}.",
+    "DemoSizeShapes": "a photo of a {}.",
+    "DemoTextures": "a photo of a {}.",
+    "DemoCombosSketch": "a photo of a {}.",
+    "DemoCombosClutter": "a photo of a {}.",
+    "DemoCombosJitter": "a photo of a {}.",
 }
 
 IMAGENET_TEMPLATES = [

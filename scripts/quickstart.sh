@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The offline demo of the whole DPL pipeline: no GPU, no downloads, no datasets.
-# Installs what is missing into ./.venv (first run only), pretrains the demo's micro-CLIP once
-# (cached in ~/.cache/dpl, or $DPL_DEMO_CACHE), then: zero-shot -> DPLSearch -> DPLTrain (searched
-# and uniform) -> a table, the searched lengths and the artifact/heatmap paths.
-# Usage: bash scripts/quickstart.sh [--shots K] [--search-epochs N] [--train-epochs N] [--output DIR]
+# Installs what is missing into ./.venv (first run only), checks the shipped micro-CLIP's SHA-256
+# (demo/weights/demo-clip.safetensors; nothing is pretrained), then for seeds 1, 2, 3 (two at a time):
+# zero-shot -> DPLSearch -> DPLTrain (searched and uniform) -> a table of mean ± std over the seeds,
+# the searched lengths and the artifact paths.
+# Usage: bash scripts/quickstart.sh [--seeds 1 2 3] [--shots K] [--search-epochs N] [--train-epochs N]
+#                                   [--jobs N] [--output DIR]
 [ -n "${BASH_VERSION:-}" ] || { echo "error: quickstart.sh needs bash; run it with bash: bash scripts/quickstart.sh ..." >&2; exit 2; }
 set -euo pipefail
 cd "$(dirname "$0")/.."

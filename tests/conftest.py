@@ -43,11 +43,11 @@ def clip_model(tiny_clip_path):
 
 
 @pytest.fixture(scope="session")
-def demo_clip(tmp_path_factory):
-    """Path of the quick-mode demo CLIP (demo/pretrain.py), pretrained once per test session."""
+def demo_clip():
+    """Path of the shipped demo CLIP (demo/weights/demo-clip.safetensors, SHA-256 verified)."""
     from demo import pretrain
 
-    return pretrain.get_demo_clip(cache_dir=str(tmp_path_factory.mktemp("demo_cache")), quick=True)
+    return pretrain.get_demo_clip()
 
 
 @pytest.fixture(scope="session")

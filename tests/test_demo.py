@@ -1,8 +1,6 @@
-"""The offline demo: a deterministic world, its self-pretrained micro-CLIP, the demo datasets.
-
-One short pretraining (``quick=True``, about half a minute on 2 cores) is shared by the tests that
-need a trained model.
-"""
+"""The offline demo: a deterministic world, its micro-CLIP (shipped weights and the recipe that
+made them), the demo datasets. Nothing here pretrains a full model: the tests that need a trained
+CLIP load the committed weights."""
 import json
 import os
 import random
@@ -108,26 +106,105 @@ def test_pretraining_is_deterministic_from_its_seed():
     assert not torch.equal(a.visual.conv1.weight, c.visual.conv1.weight)
 
 
-def test_get_demo_clip_reuses_the_cache(tmp_path, monkeypatch):
+def test_get_demo_clip_returns_the_shipped_weights_without_pretraining(monkeypatch):
     def refuse(*args, **kwargs):
-        raise AssertionError("pretrained although a cached checkpoint exists")
+        raise AssertionError("pretrained although the weights are shipped")
 
-    monkeypatch.setenv("DPL_DEMO_CACHE", str(tmp_path / "env"))
-    expected = pretrain.checkpoint_path(pretrain.FULL)
-    assert os.path.dirname(expected) == str(tmp_path / "env")
-    assert expected != pretrain.checkpoint_path(pretrain.QUICK)
-    os.makedirs(os.path.dirname(expected))
-    open(expected, "wb").close()
     monkeypatch.setattr(pretrain, "pretrain", refuse)
-    assert pretrain.get_demo_clip() == expected
-    with pytest.raises(AssertionError, match="pretrained although"):
-        pretrain.get_demo_clip(cache_dir=str(tmp_path / "arg"))     # argument beats the env
+    lines = []
+    for variant, shipped in pretrain.SHIPPED.items():
+        path = pretrain.get_demo_clip(variant, log=lines.append)
+        assert path == os.path.join(REPO, "demo", "weights", shipped.file)
+    assert all("verified" in line and pretrain.SHIPPED[v].sha256 in line
+               for line, v in zip(lines, pretrain.SHIPPED))
+
+
+def test_shipped_weights_have_the_stated_sha256():
+    docs = open(os.path.join(REPO, "docs", "DEMO.md"), encoding="utf-8").read()
+    for variant, shipped in pretrain.SHIPPED.items():
+        assert pretrain.file_sha256(shipped.path) == shipped.sha256, variant
+        assert shipped.sha256 in docs, f"docs/DEMO.md does not state the {variant} weights' SHA-256"
+        assert os.path.getsize(shipped.path) < 10 * 2 ** 20   # a few MB: fp16, committed
+
+
+def test_a_changed_weights_file_is_refused_with_one_line(tmp_path, monkeypatch):
+    import shutil
+
+    from user_errors import UserError
+
+    shipped = pretrain.SHIPPED["base"]
+    copy = tmp_path / shipped.file
+    shutil.copyfile(shipped.path, copy)
+    with open(copy, "r+b") as fh:                    # one flipped byte in the last tensor
+        fh.seek(-3, os.SEEK_END)
+        byte = fh.read(1)
+        fh.seek(-3, os.SEEK_END)
+        fh.write(bytes([byte[0] ^ 1]))
+    monkeypatch.setattr(pretrain, "WEIGHTS_DIR", str(tmp_path))
+    with pytest.raises(UserError, match=r"has SHA-256 [0-9a-f]{64}, expected .*git checkout") as err:
+        pretrain.get_demo_clip()
+    assert "\n" not in str(err.value)
+    copy.unlink()
+    with pytest.raises(UserError, match="is missing"):
+        pretrain.get_demo_clip()
+    with pytest.raises(UserError, match="depth12"):
+        pretrain.get_demo_clip("depth-12")
+
+
+def test_export_writes_fp16_safetensors_that_load_as_the_model(tmp_path):
+    from safetensors.torch import load_file
+
+    config = replace(pretrain.FULL, vision_layers=1, text_layers=1)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = pretrain.build_model(config).eval()
+    path = str(tmp_path / "w.safetensors")
+    digest = pretrain.export_weights(model, path, config)
+    assert digest == pretrain.file_sha256(path)
+    state = load_file(path)
+    assert all(t.dtype == torch.float16 for t in state.values() if t.is_floating_point())
+    used = pretrain.trained_token_ids()
+    emb = state["token_embedding.weight"]
+    assert emb[used].abs().sum(1).min() > 0                     # caption tokens kept
+    unused = torch.ones(len(emb), dtype=torch.bool)
+    unused[used] = False
+    assert emb[unused].abs().max() == 0                         # never-trained rows zeroed
+    loaded = load_clip("demo", path)
+    torch.testing.assert_close(loaded.visual.conv1.weight, model.visual.conv1.weight.half().float())
+    assert pretrain.export_weights(model, str(tmp_path / "again.safetensors"), config) == digest
+
+
+@pytest.mark.parametrize("variant", sorted(pretrain.SHIPPED))
+def test_the_recipes_export_reproduces_the_shipped_bytes(variant, tmp_path):
+    from safetensors.torch import load_file
+
+    shipped = pretrain.SHIPPED[variant]
+    model = pretrain.build_model(shipped.config)
+    missing, unexpected = model.load_state_dict(
+        {k: v.float() for k, v in load_file(shipped.path).items()}, strict=False)
+    assert not unexpected and set(missing) <= {"attn_mask"}
+    assert pretrain.export_weights(model, str(tmp_path / "w.safetensors"), shipped.config) == shipped.sha256
+
+
+@pytest.mark.parametrize("variant", sorted(pretrain.SHIPPED))
+def test_shipped_weights_are_a_working_clip(variant):
+    model = load_clip("demo", pretrain.get_demo_clip(variant))
+    depth = pretrain.SHIPPED[variant].config
+    assert len(model.visual.transformer.resblocks) == depth.vision_layers
+    assert len(model.transformer.resblocks) == depth.text_layers
+    for name in ("DemoCombos", "DemoColors"):
+        task = world.TASKS[name]
+        accuracy = pretrain.zero_shot_accuracy(model, task)
+        assert accuracy >= 3 / len(task.classes), (variant, name, accuracy)   # >= 3x chance
 
 
 # --------------------------------------------------------------------------- demo datasets
 
-def test_every_task_holds_held_out_and_seen_classes():
+def test_every_colour_shape_task_holds_held_out_and_seen_classes():
     for task in world.TASKS.values():
+        if set(task.attributes) != {"color", "shape"}:
+            assert task.held_out_labels == ()
+            continue
         assert 0 < len(task.held_out_labels) < len(task.classes), task.name
         assert {task.classnames[i] for i in task.held_out_labels} == {
             f"{c} {s}" for c, s in world.HELD_OUT if (c, s) in task.classes}
@@ -182,11 +259,11 @@ def test_demo_clip_round_trips_bit_exactly(demo_clip, tmp_path):
     assert set(stored) <= set(loaded)
     for name, tensor in stored.items():
         assert torch.equal(loaded[name], tensor.float()), name
-    assert model.visual.conv1.weight.shape[-1] == pretrain.QUICK.patch_size
+    assert model.visual.conv1.weight.shape[-1] == pretrain.FULL.patch_size
     copy = str(tmp_path / "again.pt")
     save_openai_checkpoint(model, copy)
     for name, tensor in read_openai_state_dict(copy).items():
-        assert torch.equal(stored[name], tensor), name
+        assert torch.equal(stored[name].float(), tensor.float()), name
 
 
 def test_demo_clip_zero_shot_is_well_above_chance(demo_clip, demo_root):
