@@ -208,7 +208,7 @@ def _init_worker(threads: int) -> None:
 def run_chain(chain: Chain) -> List[dict]:
     """Run a chain's unfinished runs in this process; one record per run (seconds, status)."""
     import train
-    from user_errors import NonFiniteLossError
+    from dpl.errors import NonFiniteLossError
 
     records = []
     for run in chain.runs:

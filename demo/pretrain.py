@@ -40,7 +40,7 @@ from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 
 from demo import world
 from dpl.clip_loader import load_clip, save_openai_checkpoint
-from user_errors import UserError
+from dpl.errors import UserError
 
 # Bump when the drawing code or the training loop changes (recorded in the exported file; the
 # world's constants, the captions and DemoClipConfig are hashed by ``digest``).

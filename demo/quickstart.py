@@ -62,7 +62,7 @@ def run_stage(title: str, argv: list, console=None) -> Optional[float]:
     """One train.py run, console filtered; its final test accuracy, or None when it diverged
     (a non-finite loss). A finished run (a test result in its log) is read, not repeated."""
     import train
-    from user_errors import NonFiniteLossError
+    from dpl.errors import NonFiniteLossError
 
     console = console or sys.stdout
     out = argv[argv.index("--output-dir") + 1]

@@ -130,7 +130,7 @@ def test_shipped_weights_have_the_stated_sha256():
 def test_a_changed_weights_file_is_refused_with_one_line(tmp_path, monkeypatch):
     import shutil
 
-    from user_errors import UserError
+    from dpl.errors import UserError
 
     shipped = pretrain.SHIPPED["base"]
     copy = tmp_path / shipped.file

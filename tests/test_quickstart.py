@@ -71,7 +71,7 @@ def test_table_has_one_decimal_always_and_never_averages_a_diverged_run():
 
 def test_a_diverging_run_is_reported_not_raised(tmp_path, monkeypatch):
     import train
-    from user_errors import NonFiniteLossError
+    from dpl.errors import NonFiniteLossError
 
     def explode(argv):
         raise NonFiniteLossError("loss is nan at epoch 2")
