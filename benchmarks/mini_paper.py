@@ -40,7 +40,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-from dpl.io import atomic_write_json, atomic_write_text  # noqa: E402
+from dpl.io import atomic_write_json, atomic_write_text, checkpoint_file_epoch  # noqa: E402
 from tools.parse_test_res import run_result  # noqa: E402
 
 DEFAULT_JSON = os.path.join(REPO, "benchmarks", "results", "mini_paper.json")
@@ -182,8 +182,9 @@ def last_epoch(model_dir: str) -> str:
     for pointer in sorted(glob.glob(os.path.join(model_dir, "*", "checkpoint"))):
         with open(pointer, encoding="utf-8") as fh:
             name = fh.readline().strip()
-        if name.startswith("model.pth.tar-"):
-            return name.rsplit("-", 1)[1]
+        epoch = checkpoint_file_epoch(name)
+        if epoch is not None:
+            return str(epoch)
     raise RuntimeError(f"no checkpoint in {model_dir}")
 
 

@@ -120,7 +120,7 @@ def test_get_demo_clip_returns_the_shipped_weights_without_pretraining(monkeypat
 
 
 def test_shipped_weights_have_the_stated_sha256():
-    docs = open(os.path.join(REPO, "docs", "DEMO.md"), encoding="utf-8").read()
+    docs = open(os.path.join(REPO, "docs/DEMO.md"), encoding="utf-8").read()
     for variant, shipped in pretrain.SHIPPED.items():
         assert pretrain.file_sha256(shipped.path) == shipped.sha256, variant
         assert shipped.sha256 in docs, f"docs/DEMO.md does not state the {variant} weights' SHA-256"

@@ -33,7 +33,8 @@ def test_run_records_and_the_search_hash_read_one_table():
     assert set(dpl_search.HASHED_KEYS) == {"SEED", "DATASET", "INPUT", "DATALOADER", "OPTIM",
                                            "MODEL.BACKBONE.NAME", "TRAINER.NAME", "TRAINER.DPL.PREC",
                                            "TRAINER.DPL.SEARCH"}
-    assert set(dpl_search.UNHASHED_KEYS) == {"DATASET.ROOT", "DATALOADER.NUM_WORKERS", "TRAINER.DPL.SEARCH.PLOT"}
+    assert set(dpl_search.UNHASHED_KEYS) == {"DATASET.ROOT", "DATALOADER.NUM_WORKERS", "TRAINER.DPL.SEARCH.PLOT",
+                                             "DATASET.CACHE_DIR", "TRAINER.DPL.SEARCH.REAL_ATTENTION"}
     # Nowhere else lists these keys by hand.
     lists = [rel for rel, text in source_files() if rel != os.path.join("dpl", "run_keys.py")
              and re.search(r'"DATASET\.SUBSAMPLE_CLASSES",\s*"MODEL\.BACKBONE\.NAME"|'
@@ -54,7 +55,10 @@ def test_a_row_changes_both_consumers(monkeypatch):
 
 OLD_HASHED = ("SEED", "DATASET", "INPUT", "DATALOADER", "OPTIM", "MODEL.BACKBONE.NAME", "TRAINER.NAME",
               "TRAINER.DPL.PREC", "TRAINER.DPL.SEARCH")
-OLD_UNHASHED = ("DATASET.ROOT", "DATALOADER.NUM_WORKERS", "TRAINER.DPL.SEARCH.PLOT")
+# (+ the two operational keys added since, which never define a search: where caches go, and which
+# kernel computes the same attention)
+OLD_UNHASHED = ("DATASET.ROOT", "DATALOADER.NUM_WORKERS", "TRAINER.DPL.SEARCH.PLOT", "DATASET.CACHE_DIR",
+                "TRAINER.DPL.SEARCH.REAL_ATTENTION")
 
 
 def _old_config_hash(cfg):

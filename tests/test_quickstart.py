@@ -11,7 +11,7 @@ from tools.parse_test_res import run_result
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPECTED_JSON = os.path.join(REPO, "demo", "quickstart_expected.json")
-EXPECTED_TABLE = os.path.join(REPO, "demo", "quickstart_expected.md")
+EXPECTED_TABLE = os.path.join(REPO, "demo/quickstart_expected.md")
 START, END = "<!-- demo-table:start -->", "<!-- demo-table:end -->"
 
 
