@@ -19,7 +19,7 @@ from dassl.data.datasets import DATASET_REGISTRY
 from dassl.data.datasets.base_dataset import describe_missing_image
 
 from datasets.errors import DatasetFormatError, DatasetLayoutError
-from datasets.imagefolder import OWN_DOCS, Listing, NameMap, OwnDataset, read_classnames_file
+from datasets.imagefolder import OWN_DOCS, Listing, NameMap, OwnDataset, classnames_option, read_classnames_file
 
 SPLITS = ("train", "val", "test")
 
@@ -55,15 +55,8 @@ class CSVDataset(OwnDataset):
         self.fewshot_subdir = f"split_fewshot_{stem}"
         self.where_train = f"the train rows of {self.csv_path}"
         self.key_word = "label"
-        names = getattr(cfg.DATASET, "CLASSNAMES", "") or ""
-        self.name_map = NameMap()
-        if names:
-            names_path = os.path.join(root, os.path.expanduser(names))
-            if not os.path.isfile(names_path):
-                raise DatasetLayoutError(
-                    f"DATASET.CLASSNAMES {names!r} (resolved to {names_path}) is not a file; give a "
-                    "'<label><TAB><class name>' file, absolute or relative to --root.")
-            self.name_map = read_classnames_file(names_path, what="label")
+        names_path = classnames_option(cfg, root, what="label")
+        self.name_map = read_classnames_file(names_path, what="label") if names_path else NameMap()
         super().__init__(cfg)
 
     def locate(self, cfg) -> str:

@@ -59,6 +59,20 @@ class NameMap(dict):
         self.lines = dict(lines or {})
 
 
+def classnames_option(cfg, root: str, what: str = "folder") -> str:
+    """The file ``DATASET.CLASSNAMES`` names (absolute or relative to ``root``), "" when unset;
+    a name that is not a file is a one-line error."""
+    names = getattr(cfg.DATASET, "CLASSNAMES", "") or ""
+    if not names:
+        return ""
+    path = os.path.join(root, os.path.expanduser(names))
+    if not os.path.isfile(path):
+        raise DatasetLayoutError(
+            f"DATASET.CLASSNAMES {names!r} (resolved to {path}) is not a file; give a "
+            f"'<{what}><TAB><class name>' file, absolute or relative to --root.")
+    return path
+
+
 def read_classnames_file(path: str, what: str = "folder") -> NameMap:
     """``classnames.txt`` (or ``DATASET.CLASSNAMES``): one ``<what><TAB><class name>`` per line.
 
@@ -356,15 +370,7 @@ class ImageFolder(OwnDataset):
                 f"ImageFolder: {os.path.join(root, 'train')} is not a folder; DATASET.ROOT (--root, DATA) "
                 f"must be your dataset folder itself, laid out as (see {OWN_DOCS}):\n{self.layout}"
             )
-        names_file = getattr(cfg.DATASET, "CLASSNAMES", "") or ""
-        if names_file:
-            names_file = os.path.join(root, os.path.expanduser(names_file))
-            if not os.path.isfile(names_file):
-                raise DatasetLayoutError(
-                    f"DATASET.CLASSNAMES {cfg.DATASET.CLASSNAMES!r} (resolved to {names_file}) is not a file; "
-                    "give a '<folder><TAB><class name>' file, absolute or relative to --root.")
-        else:
-            names_file = os.path.join(root, "classnames.txt")
+        names_file = classnames_option(cfg, root) or os.path.join(root, "classnames.txt")
         self.name_map = read_classnames_file(names_file) if os.path.isfile(names_file) else NameMap()
         self.names_file = names_file
         super().__init__(cfg)
