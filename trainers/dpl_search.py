@@ -12,7 +12,6 @@ import itertools
 import json
 import math
 import os
-import random
 
 import torch
 import torch.nn as nn
@@ -27,7 +26,7 @@ from dpl import __version__ as dpl_version
 from dpl.artifact import branch_summary, build_artifact, save_artifact, shots_provenance
 from dpl.attention import REAL_CHOICES
 from dpl.clip_loader import backbone_record
-from dpl.distributed import (batch_share, from_rank0, is_main_process, rank_part, sharded_mean,
+from dpl.distributed import (batch_share, is_main_process, rank_part, sharded_mean,
                              sum_over_ranks, world_size)
 from dpl.io import atomic_write_json
 from dpl.model import build_supernet_model, model_dims
@@ -175,11 +174,8 @@ class DPLSearch(CachedTextEvalMixin, PromptCheckpointMixin, TrainerX):
                 f"({len(overlap)} images); α must never see test data. Set DATASET.VAL_FROM_TRAIN True."
             )
         # SEED -1: the seed train.py drew for this run (recorded in the artifact), so the α batches
-        # follow from the run's one seed; a trainer built outside train.py draws its own.
-        seed = self.cfg.SEED if self.cfg.SEED >= 0 else run_seed()
-        if seed is None:
-            seed = random.SystemRandom().randrange(2**31)
-        seed = from_rank0(seed)  # torchrun: one seed, so every rank slices the same α batches
+        # follow from the run's one seed, the same on every rank (rank 0's draw).
+        seed = run_seed(self.cfg.SEED)
         self.val_batches = CyclingBatches(
             self.val_loader.dataset, self.cfg.TRAINER.DPL.SEARCH.VAL_BATCH_SIZE, seed,
             num_workers=self.cfg.DATALOADER.NUM_WORKERS,

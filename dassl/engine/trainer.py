@@ -30,9 +30,10 @@ from dassl.utils import (
 )
 from dassl.utils.distributed import (
     all_rank_rng_states, barrier, broadcast_modules, get_world_size, install_grad_sync,
-    is_main_process, merge_classification, seed_rank_streams, shared_seed,
+    is_main_process, merge_classification, run_seed, seed_rank_streams,
 )
 from dpl.errors import NonFiniteLossError, UserError
+from dpl.io import BEST_CHECKPOINT
 
 __all__ = ["SimpleNet", "TrainerBase", "SimpleTrainer", "TrainerX", "TrainerXU"]
 
@@ -177,7 +178,7 @@ class TrainerBase:
                   "(ignore this if it's done on purpose)")
             return
 
-        model_file = "model-best.pth.tar" if epoch is None else epoch_checkpoint_name(epoch)
+        model_file = BEST_CHECKPOINT if epoch is None else epoch_checkpoint_name(epoch)
         for name in self.get_model_names():
             model_path = os.path.join(directory, name, model_file)
             if not os.path.exists(model_path):
@@ -328,8 +329,7 @@ class SimpleTrainer(TrainerBase):
         for optim in self._optims.values():
             install_grad_sync(optim)
         if get_world_size() > 1:
-            seed = shared_seed(self.cfg.SEED)
-            seed_rank_streams(seed)
+            seed_rank_streams(run_seed(self.cfg.SEED))  # the run's seed, not a second draw
 
     def check_cfg(self, cfg):
         """Hook: validate trainer-specific config values (called before ``self.cfg`` is set)."""
@@ -388,7 +388,7 @@ class SimpleTrainer(TrainerBase):
         best = -np.inf
         if self.cfg.TEST.FINAL_MODEL == "best_val" and not self.cfg.TEST.NO_TEST:
             names = self.get_model_names()
-            path = os.path.join(directory, names[0], "model-best.pth.tar") if names else ""
+            path = os.path.join(directory, names[0], BEST_CHECKPOINT) if names else ""
             if os.path.isfile(path):
                 stored = load_checkpoint(path).get("val_result")
                 if stored is not None:
@@ -423,7 +423,7 @@ class SimpleTrainer(TrainerBase):
             if curr_result > self.best_result:  # strictly better: ties keep the earlier model
                 self.best_result = curr_result
                 self.save_model(self.epoch, self.output_dir, val_result=curr_result,
-                                model_name="model-best.pth.tar")
+                                model_name=BEST_CHECKPOINT)
 
         if meet_checkpoint_freq or last_epoch:
             self.save_model(self.epoch, self.output_dir)

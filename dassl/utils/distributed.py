@@ -27,7 +27,7 @@ __all__ = [
     "init_distributed", "close_distributed", "get_world_size", "get_rank", "is_main_process",
     "barrier", "per_rank_batch", "sum_gradients", "install_grad_sync", "dist_timeout",
     "broadcast_modules", "ShardedBatchSampler", "shard_of", "merge_classification",
-    "all_rank_rng_states", "shared_seed", "seed_rank_streams", "main_process_first",
+    "all_rank_rng_states", "shared_seed", "run_seed", "seed_rank_streams", "main_process_first",
 ]
 
 TIMEOUT_ENV = "DPL_DIST_TIMEOUT_MIN"
@@ -243,9 +243,13 @@ def shared_seed(seed: int) -> int:
     return _RUN_SEED
 
 
-def run_seed():
-    """The seed ``shared_seed`` gave this run (None before it ran, e.g. a trainer built in a test)."""
-    return _RUN_SEED
+def run_seed(seed: int) -> int:
+    """The seed of the run whose ``SEED`` is ``seed``: itself when >= 0; for SEED < 0 the one
+    ``shared_seed`` drew at the start of the run (train.py), drawn (and shared) now when no run
+    started one, e.g. for a trainer built in a test."""
+    if seed >= 0:
+        return seed
+    return _RUN_SEED if _RUN_SEED is not None else shared_seed(seed)
 
 
 def seed_rank_streams(seed: int) -> None:
