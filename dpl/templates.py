@@ -17,6 +17,12 @@ from dpl.errors import UserError
 
 DEFAULT_TEMPLATE = "a photo of a {}."
 
+# The offline demo's tasks (demo/world.py): the caption form the demo CLIP was pretrained on, for
+# both the DPL and the zero-shot templates.
+DEMO_TEMPLATES = {name: DEFAULT_TEMPLATE for name in (
+    "DemoShapes", "DemoCombos", "DemoColors", "DemoSizeShapes", "DemoTextures",
+    "DemoCombosSketch", "DemoCombosClutter", "DemoCombosJitter")}
+
 DPL_CUSTOM_TEMPLATES = {
     "OxfordPets": "a type of pet, a photo of a {}.",
     "OxfordFlowers": "a type of flower, a photo of a {}.",
@@ -33,15 +39,7 @@ DPL_CUSTOM_TEMPLATES = {
     "ImageNetV2": "a photo of a {}.",
     "ImageNetA": "a photo of a {}.",
     "ImageNetR": "a photo of a {}.",
-    # the offline demo's tasks (demo/world.py): the caption form the demo CLIP was pretrained on
-    "DemoShapes": "a photo of a {}.",
-    "DemoCombos": "a photo of a {}.",
-    "DemoColors": "a photo of a {}.",
-    "DemoSizeShapes": "a photo of a {}.",
-    "DemoTextures": "a photo of a {}.",
-    "DemoCombosSketch": "a photo of a {}.",
-    "DemoCombosClutter": "a photo of a {}.",
-    "DemoCombosJitter": "a photo of a {}.",
+    **DEMO_TEMPLATES,
 }
 
 ZEROSHOT_TEMPLATES = {
@@ -60,15 +58,7 @@ ZEROSHOT_TEMPLATES = {
     "ImageNetV2": "a photo of a {}.",
     "ImageNetA": "a photo of a {}.",
     "ImageNetR": "a photo of a {}.",
-    # the offline demo's tasks (demo/world.py): the caption form the demo CLIP was pretrained on
-    "DemoShapes": "a photo of a {}.",
-    "DemoCombos": "a photo of a {}.",
-    "DemoColors": "a photo of a {}.",
-    "DemoSizeShapes": "a photo of a {}.",
-    "DemoTextures": "a photo of a {}.",
-    "DemoCombosSketch": "a photo of a {}.",
-    "DemoCombosClutter": "a photo of a {}.",
-    "DemoCombosJitter": "a photo of a {}.",
+    **DEMO_TEMPLATES,
 }
 
 IMAGENET_TEMPLATES = [

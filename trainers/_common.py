@@ -15,7 +15,8 @@ from dassl.metrics import compute_accuracy
 from dassl.utils import load_checkpoint
 from dpl.clip_loader import PRECISIONS, load_clip, preprocess_of
 from dpl.distributed import batch_share, is_main_process, sum_over_ranks, world_size
-from dpl.io import epoch_checkpoint_name, saved_epochs
+from dpl.classifier import PROMPT_MODULE
+from dpl.io import BEST_CHECKPOINT, epoch_checkpoint_name, saved_epochs
 from dpl.precision import autocast, grad_scaler, scaled_step
 from dpl.errors import UserError, load_state_checked
 
@@ -166,7 +167,7 @@ class PromptCheckpointMixin:
             print("Note that load_model() is skipped as no pretrained model is given "
                   "(this configuration has no prompts to load)")
             return
-        fname = "model-best.pth.tar" if epoch is None else epoch_checkpoint_name(epoch)
+        fname = BEST_CHECKPOINT if epoch is None else epoch_checkpoint_name(epoch)
         for name in self.get_model_names():
             path = os.path.join(directory, name, fname)
             if not os.path.exists(path):
@@ -249,4 +250,4 @@ def prune_checkpoints(folder: str, keep: int) -> None:
 
 def prompt_module_name() -> str:
     """Registered model name of the prompt parameters (CoOp's name, so tools find the files)."""
-    return "prompt_learner"
+    return PROMPT_MODULE

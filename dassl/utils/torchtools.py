@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import shutil
 import warnings
 from collections import OrderedDict
@@ -18,8 +17,8 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-from dpl.io import (atomic_open, atomic_torch_save, atomic_write_text, checkpoint_file_epoch,  # noqa: F401
-                    epoch_checkpoint_name, saved_epochs)
+from dpl.io import (BEST_CHECKPOINT, atomic_open, atomic_torch_save, atomic_write_text,  # noqa: F401
+                    checkpoint_file_epoch, epoch_checkpoint_name, saved_epochs)
 from dpl.errors import (CorruptCheckpointError, UnsafeCheckpointError, UserError,  # noqa: F401
                         load_state_checked, load_weights_only)
 
@@ -105,7 +104,7 @@ def save_checkpoint(state, save_dir, is_best=False, remove_module_from_keys=True
     atomic_write_text(os.path.join(save_dir, "checkpoint"), "{}\n".format(os.path.basename(fpath)))
 
     if is_best:
-        best_fpath = os.path.join(os.path.dirname(fpath), "model-best.pth.tar")
+        best_fpath = os.path.join(os.path.dirname(fpath), BEST_CHECKPOINT)
         with atomic_open(best_fpath, "wb") as fh:
             _copy_into(fpath, fh)
         print('Best checkpoint saved to "{}"'.format(best_fpath))
