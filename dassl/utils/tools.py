@@ -13,6 +13,7 @@ import numpy as np
 import PIL
 import torch
 from PIL import Image  # noqa: F401  (kept importable from here)
+from dpl.images import load_rgb
 from dpl.io import atomic_open
 from dpl.errors import UserError
 
@@ -71,10 +72,7 @@ def download_url(url, dst):
 
 def read_image(path):
     """Read an image file as an 8-bit RGB PIL image: EXIF orientation applied, 16-bit and float
-    grayscale rescaled, transparency composited on grey (the project's one loader, dpl/images.py;
-    imported here, not at the top, so that ``import dassl`` does not load the whole ``dpl`` package)."""
-    from dpl.images import load_rgb
-
+    grayscale rescaled, transparency composited on grey (the project's one loader, dpl/images.py)."""
     return load_rgb(path)
 
 
