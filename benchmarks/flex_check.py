@@ -29,7 +29,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import List
 
 REPO = Path(__file__).resolve().parents[1]
 PRECISIONS = ("fp32", "amp", "bf16")

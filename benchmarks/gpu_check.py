@@ -45,7 +45,7 @@ import time
 import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 REPO = Path(__file__).resolve().parents[1]
 PRECISIONS = ("fp32", "amp", "fp16", "bf16")

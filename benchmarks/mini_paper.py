@@ -32,7 +32,6 @@ import shutil
 import statistics
 import sys
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 

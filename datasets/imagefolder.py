@@ -26,7 +26,7 @@ import glob
 import os
 import random
 from collections import Counter, defaultdict
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 from PIL import Image
 

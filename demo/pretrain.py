@@ -39,7 +39,7 @@ from open_clip import tokenize
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 
 from demo import world
-from dpl.clip_loader import load_clip, save_openai_checkpoint
+from dpl.clip_loader import load_clip
 from dpl.errors import UserError
 
 # Bump when the drawing code or the training loop changes (recorded in the exported file; the
