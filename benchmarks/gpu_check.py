@@ -253,7 +253,8 @@ def train_target(trainer, out, data_root, clip_file, prec, tiny, extra=(), opts=
             "OPTIM.MAX_EPOCH", str(EPOCHS), "DATASET.NUM_SHOTS", "2", "TRAIN.PRINT_FREQ", "100",
             "DATALOADER.NUM_WORKERS", "0" if tiny else "2", "DATALOADER.TEST.BATCH_SIZE", "8"]
     if tiny:
-        argv += ["MODEL.BACKBONE.NAME", "tiny", "INPUT.SIZE", "(32, 32)",
+        argv += ["MODEL.BACKBONE.NAME", "tiny", "MODEL.BACKBONE.CONFIG", "openai",
+                 "INPUT.SIZE", "(32, 32)",
                  "TRAINER.DPL.SEARCH.VAL_BATCH_SIZE", "4"]
     return argv + list(opts)
 

@@ -22,7 +22,7 @@ from PIL import Image
 from torchvision import transforms as T
 
 from dpl.artifact import ArtifactError, check_backbone, check_fits, load_artifact, lengths_from_artifact
-from dpl.clip_loader import backbone_record, load_clip, preprocess_of
+from dpl.clip_loader import backbone_record, load_clip, preprocess_of, reload_config
 from dpl.images import to_rgb
 from dpl.io import BEST_CHECKPOINT, epoch_checkpoint_name, saved_epochs
 from dpl.model import DPLCLIP, build_fixed_model, model_dims
@@ -153,7 +153,7 @@ def load_classifier(run_dir: str = "", *, config_file: str = "", checkpoint: str
                             "pass classnames.")
     info = info or {}
     clip_model = load_clip(backbone or recorded.get("name") or "", clip_path or recorded.get("file") or "",
-                           device=device, config=clip_config or recorded.get("config") or "")
+                           device=device, config=clip_config or ("" if backbone else reload_config(recorded)))
     check_backbone(art, backbone_record(clip_model), config_file)
     check_fits(art, model_dims(clip_model), config_file)
     text_lengths, vision_lengths = lengths_from_artifact(art)

@@ -2,12 +2,13 @@
 
 Three kinds of model, one result (a frozen ``open_clip.model.CLIP``, batch-first transformers):
 
-- OpenAI's: a backbone name of OpenAI's (``ViT-B/16``) or any other name with an OpenAI-format file.
-  The checkpoint is a TorchScript archive (the ``.pt`` files OpenAI publishes) or a plain state dict
-  with the same key names; depth, widths and heads are read from the weights, never assumed. A name
-  that is neither OpenAI's nor open_clip's but close to one of them (a misspelling) is refused for a
-  plain state dict, listing the close names; other names (``demo``, your own label) are read in
-  OpenAI's format and the log says so.
+- OpenAI's: a backbone name of OpenAI's (``ViT-B/16``), DPL's own ``demo``, or any name with
+  ``config="openai"`` (the ``MODEL.BACKBONE.CONFIG openai`` setting). The checkpoint is a TorchScript
+  archive (the ``.pt`` files OpenAI publishes) or a plain state dict with the same key names; depth,
+  widths and heads are read from the weights, never assumed. open_clip's files have the same key
+  names but, for most models, another activation (GELU, not OpenAI's QuickGELU), so a plain state
+  dict under a name that is neither OpenAI's nor open_clip's, without ``MODEL.BACKBONE.CONFIG``, is
+  refused (a misspelt name would otherwise be read in the wrong format), listing the close names.
 - open_clip's: an open_clip model name (``ViT-B-16``, ``ViT-L-14``, ``ViT-B-32-quickgelu``, ...; see
   ``open_clip.list_models()``) or any name with a model-config JSON (``config=``, the
   ``MODEL.BACKBONE.CONFIG`` key), plus a state dict in open_clip's format (``.bin``/``.pt``/``.pth``
@@ -54,6 +55,11 @@ OPENAI_FILENAMES = {
     "ViT-L/14": "ViT-L-14.pt",
     "ViT-L/14@336px": "ViT-L-14-336px.pt",
 }
+
+# MODEL.BACKBONE.CONFIG's value for "an OpenAI-format file under a name of your own".
+OPENAI_FORMAT = "openai"
+# Names DPL itself gives to OpenAI-format files (the demo's CLIP, demo/weights).
+LOCAL_OPENAI_NAMES = ("demo",)
 
 PRECISIONS = ("fp32", "fp16", "amp", "bf16")  # dpl/precision.py says what each means
 
@@ -129,19 +135,34 @@ def close_names(backbone: str, n: int = 5) -> list:
 
 
 def check_unknown_name(backbone: str, file: str) -> None:
-    """A name that is neither OpenAI's nor open_clip's, without ``MODEL.BACKBONE.CONFIG``, for a
-    plain state dict: refused when it is close to a known name (a misspelling would otherwise read
-    an open_clip GELU file as an OpenAI QuickGELU one); other names (``demo``, your own label) read
-    the file in OpenAI's format and say so."""
+    """Refuse a plain state dict under a name that is neither OpenAI's, open_clip's nor DPL's own,
+    without ``MODEL.BACKBONE.CONFIG``: its format cannot be told from the weights (open_clip's GELU
+    files and OpenAI's QuickGELU ones share their key names), and a misspelt name would otherwise
+    read one as the other. Lists the close names."""
     close = close_names(backbone)
-    if close:
-        raise CheckpointError(
-            f"MODEL.BACKBONE.NAME {backbone!r} is neither an OpenAI nor an open_clip model name (close: "
-            f"{', '.join(close)}); fix the name, or for an architecture open_clip does not list set "
-            "MODEL.BACKBONE.CONFIG to its model-config JSON.")
-    print(f"MODEL.BACKBONE.NAME {backbone!r} is not an OpenAI or open_clip model name: reading {file} as an "
-          "OpenAI-format checkpoint (architecture from the weights, QuickGELU); for an open_clip model give "
-          "its open_clip name or MODEL.BACKBONE.CONFIG.")
+    near = f"close names: {', '.join(close)}" if close else "no known name is close to it"
+    raise CheckpointError(
+        f"MODEL.BACKBONE.NAME {backbone!r} is neither an OpenAI nor an open_clip model name ({near}), "
+        f"and MODEL.BACKBONE.CONFIG is empty, so DPL cannot tell how to read {file}: give the model's "
+        f"name (OpenAI's, e.g. ViT-B/16, or open_clip's, e.g. ViT-B-16), or set MODEL.BACKBONE.CONFIG "
+        f"{OPENAI_FORMAT} for an OpenAI-format file (architecture from the weights, QuickGELU), or "
+        "MODEL.BACKBONE.CONFIG to the open_clip model-config JSON of its architecture.")
+
+
+def reads_as_openai(backbone: str, config: str = "") -> bool:
+    """True when ``backbone``/``config`` name OpenAI's format without any doubt: an OpenAI name,
+    DPL's own ``demo``, or ``MODEL.BACKBONE.CONFIG openai``."""
+    return config == OPENAI_FORMAT or (not config and (backbone in OPENAI_FILENAMES or backbone in LOCAL_OPENAI_NAMES))
+
+
+def reload_config(record: dict) -> str:
+    """The ``config`` that loads a ``backbone_record`` again. Records written before
+    ``MODEL.BACKBONE.CONFIG openai`` existed hold "" for an OpenAI-format file under a name of
+    one's own (then read as OpenAI's): that is ``openai`` now."""
+    config, name = record.get("config") or "", record.get("name") or ""
+    if config or record.get("config_sha256") or reads_as_openai(name) or name in open_clip.list_models():
+        return config
+    return OPENAI_FORMAT
 
 
 def read_state_dict(file: str) -> Dict[str, torch.Tensor]:
@@ -196,8 +217,9 @@ def load_clip(
 ) -> CLIP:
     """Build a frozen open_clip ``CLIP`` in eval mode from a local checkpoint.
 
-    backbone: an OpenAI name (``ViT-B/16``), an open_clip name (``ViT-B-16``) or any name with
-    ``path`` (and, for an open_clip architecture it does not list, ``config``: a model-config JSON).
+    backbone: an OpenAI name (``ViT-B/16``), an open_clip name (``ViT-B-16``), ``demo``, or any name
+    with ``path`` and ``config``: a model-config JSON for an open_clip architecture, or ``"openai"``
+    for an OpenAI-format file. A plain state dict under any other name is refused (CheckpointError).
     ``path`` may be a Hugging Face transformers CLIP folder (``dpl.hf_clip``): its config.json gives
     the architecture whatever ``backbone`` is.
     precision: "fp32", "amp" and "bf16" keep fp32 weights (the last two autocast the forward pass);
@@ -252,7 +274,7 @@ def load_clip(
         if precision == "fp16":
             convert_weights_to_lp(model)  # as OpenAI's files are: matmul weights in half
     else:
-        if backbone not in OPENAI_FILENAMES and not (zipfile.is_zipfile(file) and _is_torchscript(file)):
+        if not reads_as_openai(backbone, config) and not (zipfile.is_zipfile(file) and _is_torchscript(file)):
             check_unknown_name(backbone, file)  # (OpenAI's TorchScript archives are unambiguous)
         model = _build_openai(file, state)
     model = model.to(device)
@@ -264,7 +286,7 @@ def load_clip(
     # Remembered for artifacts (backbone_record) and messages.
     model.dpl_backbone = backbone
     model.dpl_checkpoint = file
-    model.dpl_config = os.path.abspath(os.path.expanduser(config)) if config else ""
+    model.dpl_config = os.path.abspath(os.path.expanduser(config)) if config and config != OPENAI_FORMAT else config
     model.dpl_sha256 = weights_sha256
     model.dpl_config_sha256 = config_sha256
     return model
@@ -311,7 +333,9 @@ def _build_openai(file: str, state) -> CLIP:
 # ----------------------------------------------------------------------------------------------
 def is_open_clip_model(backbone: str, config: str = "") -> bool:
     """True for a model-config JSON or an open_clip model name (``open_clip.list_models()``)."""
-    return bool(config) or (backbone not in OPENAI_FILENAMES and backbone in open_clip.list_models())
+    if config:
+        return config != OPENAI_FORMAT
+    return backbone not in OPENAI_FILENAMES and backbone in open_clip.list_models()
 
 
 def open_clip_config(backbone: str, config: str = "") -> Tuple[dict, dict, str]:

@@ -39,7 +39,7 @@ def clip_model(tiny_clip_path):
     """The tiny CLIP loaded through the real loader (frozen, eval mode); one per test module."""
     from dpl.clip_loader import load_clip
 
-    return load_clip("tiny", tiny_clip_path)
+    return load_clip("tiny", tiny_clip_path, config="openai")
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ import errno
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 
@@ -33,7 +34,7 @@ TEXT_LENGTHS, VISION_LENGTHS = [2, 0, 1], [1, 3]  # tiny CLIP: 3 text blocks, 2 
 
 @pytest.fixture(scope="module")
 def clip(tiny_clip_path):
-    return load_clip("tiny", tiny_clip_path)
+    return load_clip("tiny", tiny_clip_path, config="openai")
 
 
 @pytest.fixture(scope="module")
@@ -182,6 +183,7 @@ def run_args(root, clip_path, *extra, trainer="DPLTrain", config="vit_b16", opts
             "--dataset-config-file", os.path.join(REPO, "configs", "datasets", "dtd.yaml"),
             "--config-file", os.path.join(REPO, "configs", "trainers", trainer, f"{config}.yaml"),
             *extra, "MODEL.BACKBONE.NAME", "tiny", "MODEL.BACKBONE.PATH", str(clip_path),
+            "MODEL.BACKBONE.CONFIG", "openai",
             "INPUT.SIZE", "(32, 32)", "DATALOADER.NUM_WORKERS", "0", *opts]
 
 
@@ -211,6 +213,24 @@ def test_run_model_loads_the_run_prompts_and_configuration(saved_run, data_root,
     assert not os.path.exists("output")  # side files go to the work dir, not ./output
 
 
+def test_a_run_recorded_before_config_openai_still_loads(saved_run, tmp_path):
+    """Artifacts of earlier versions record config "" for an OpenAI-format file under a name of
+    one's own (then read as OpenAI's, now refused without MODEL.BACKBONE.CONFIG): load_classifier
+    reads them as before."""
+    from dpl import load_classifier
+
+    out, _ = saved_run
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    path = old / "prompt_config.json"
+    art = json.loads(path.read_text())
+    assert art["backbone"]["name"] == "tiny" and art["backbone"]["config"] == "openai"
+    art["backbone"]["config"] = ""
+    path.write_text(json.dumps(art))
+    image = Image.new("RGB", (40, 36), (30, 200, 30))
+    assert torch.equal(load_classifier(str(old)).predict(image), load_classifier(str(out)).predict(image))
+
+
 def test_gradcam_cli_writes_side_by_side_png(saved_run, data_root, tiny_clip_path, tmp_path,
                                              monkeypatch):
     out, _ = saved_run
@@ -227,8 +247,9 @@ def test_gradcam_cli_writes_side_by_side_png(saved_run, data_root, tiny_clip_pat
                                     opts=["TRAINER.MAPLE.PREC", "fp32"]))
     png = tmp_path / "cam.png"
     gradcam.main(["--image", str(picture), "banded", "--image", str(picture), "woven",
-                  "--zeroshot", "--backbone", "tiny", "--clip-checkpoint", str(tiny_clip_path),
-                  "--run", "DPL", dpl_run, "--run", "MaPLe", maple_run, "--out", str(png)])
+                  "--zeroshot", "--backbone", "tiny", "--clip-config", "openai",
+                  "--clip-checkpoint", str(tiny_clip_path), "--run", "DPL", dpl_run,
+                  "--run", "MaPLe", maple_run, "--out", str(png)])
     with Image.open(png) as img:
         assert img.format == "PNG"
     assert figures == [2 * 4 + 1]  # 2 images x (input, CLIP, DPL, MaPLe) + the colour bar
@@ -337,7 +358,8 @@ def test_complexity_cli_table_json_and_plot(clip, dims, tiny_clip_path, tmp_path
         save_artifact(str(path), fixed_artifact("tiny", dims, text, vision, {"dataset": name}))
         arts.append(str(path))
     out_json, out_png = tmp_path / "cost.json", tmp_path / "cost.png"
-    complexity.main(["--backbone", "tiny", "--clip-checkpoint", str(tiny_clip_path),
+    complexity.main(["--backbone", "tiny", "--clip-config", "openai",
+                     "--clip-checkpoint", str(tiny_clip_path),
                      "--artifacts", *arts, "--uniform", "1", "-1", "--baseline", "coop",
                      "--json", str(out_json), "--plot", str(out_png)])
     rows = {r["label"]: r for r in json.load(open(out_json))}
@@ -359,7 +381,8 @@ def test_complexity_cli_names_a_mismatched_artifact(dims, tiny_clip_path, tmp_pa
     path = tmp_path / "vit_b16.json"
     save_artifact(str(path), fixed_artifact("ViT-B/16", other, [0] * 12, [0] * 12, {}))
     with pytest.raises(SystemExit) as err:
-        complexity.main(["--backbone", "tiny", "--clip-checkpoint", str(tiny_clip_path),
+        complexity.main(["--backbone", "tiny", "--clip-config", "openai",
+                         "--clip-checkpoint", str(tiny_clip_path),
                          "--artifacts", str(path)])
     line = capsys.readouterr().err
     assert err.value.code == 2 and "vit_b16.json" in line and "width 512" in line
@@ -433,7 +456,8 @@ def test_complexity_refuses_unwritable_outputs_before_measuring(tmp_path, capsys
 def test_complexity_uniform_depth_beyond_the_model_is_labelled_clamped(tiny_clip_path, tmp_path,
                                                                       capsys):
     out = tmp_path / "cost.json"
-    complexity.main(["--backbone", "tiny", "--clip-checkpoint", str(tiny_clip_path),
+    complexity.main(["--backbone", "tiny", "--clip-config", "openai",
+                     "--clip-checkpoint", str(tiny_clip_path),
                      "--uniform", "2", "40", "--uniform", "2", "2", "--json", str(out)])
     rows = {r["label"]: r for r in json.load(open(out))}
     label = "uniform 2 x 3 text / 2 image (depth 40 clamped)"  # tiny CLIP: 3 text, 2 image blocks

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:F
 @pytest.fixture(scope="module")
 def reference(tiny_clip_path):
     """open_clip's own (batch-first) model on the tiny checkpoint, fp32."""
-    return load_clip("tiny", tiny_clip_path)
+    return load_clip("tiny", tiny_clip_path, config="openai")
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +185,7 @@ def test_resnet_tower_matches_open_clip(tmp_path):
     vision = CLIPVisionCfg(layers=(1, 1, 1, 1), width=8, image_size=64)  # 4 heads of 64 in the pool
     text = CLIPTextCfg(context_length=77, vocab_size=49408, width=64, heads=1, layers=1)
     save_openai_checkpoint(OpenClipCLIP(32, vision, text, quick_gelu=True), tmp_path / "rn.pt")
-    reference = load_clip("tiny-rn", str(tmp_path / "rn.pt"))
+    reference = load_clip("tiny-rn", str(tmp_path / "rn.pt"), config="openai")
     model = build_model(torch.load(tmp_path / "rn.pt", map_location="cpu")).float().eval()
     assert model.visual.input_resolution == 64
     images = _images(2, 64)

@@ -69,7 +69,7 @@ def _models(clip_path):
     from dpl.clip_loader import load_clip
     from dpl.model import build_supernet_model
 
-    clip = load_clip("tiny", clip_path)
+    clip = load_clip("tiny", clip_path, config="openai")
     torch.manual_seed(0)
     supernet = build_supernet_model(clip, CLASSNAMES, [0, 2], [0, 2], alpha_init_std=0.5,
                                     prompt_init="normal", prompt_init_std=0.5)

@@ -275,7 +275,7 @@ def test_complexity_figure(tmp_path, saved_figures):
 
 @pytest.fixture(scope="module")
 def tiny_models(tiny_clip_path):
-    clip = load_clip("tiny", tiny_clip_path)
+    clip = load_clip("tiny", tiny_clip_path, config="openai")
     torch.manual_seed(0)
     return [gradcam.Column(label, build_fixed_model(clip, ["x"], text, vision).eval())
             for label, text, vision in (("CLIP", [0, 0, 0], [0, 0]),

@@ -198,7 +198,7 @@ def test_train_scaler_state_is_restored_and_bf16_autocasts(data_root, tiny_clip_
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "amp", "bf16"])
 @pytest.mark.parametrize("mode", ["alternate", "simultaneous"])
 def test_cuda_search_step(tiny_clip_path, precision, mode):
-    clip_model = load_clip("tiny", tiny_clip_path, precision=precision, device="cuda")
+    clip_model = load_clip("tiny", tiny_clip_path, precision=precision, device="cuda", config="openai")
     search, scaled = check_search_step(clip_model, mode, precision, device="cuda")
     assert len(scaled) == (2 if precision == "amp" else 0)
 

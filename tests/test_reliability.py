@@ -41,6 +41,7 @@ def tiny_opts(clip_path, epochs=2, shots=1):
     """Seconds-long CPU settings: 1 shot x 5 classes = one train batch per epoch, one test batch."""
     return [
         "MODEL.BACKBONE.NAME", "tiny", "MODEL.BACKBONE.PATH", str(clip_path),
+        "MODEL.BACKBONE.CONFIG", "openai",
         "INPUT.SIZE", "(32, 32)", "DATALOADER.NUM_WORKERS", "0",
         "DATALOADER.TRAIN_X.BATCH_SIZE", "5", "DATALOADER.TEST.BATCH_SIZE", "10",
         "OPTIM.MAX_EPOCH", str(epochs), "DATASET.NUM_SHOTS", str(shots),

@@ -61,13 +61,13 @@ class Row:
 # ----------------------------------------------------------------------------------------------
 # Rows
 # ----------------------------------------------------------------------------------------------
-def load_backbone(backbone: str, checkpoint: str, random_init: str):
+def load_backbone(backbone: str, checkpoint: str, random_init: str, config: str = ""):
     """Frozen CLIP on the meta device: random-init architecture, or a local checkpoint's."""
     if random_init:
         return random_init_clip(random_init, device="meta")
     from dpl.clip_loader import load_clip
 
-    return load_clip(backbone, checkpoint, precision="fp32").to("meta")
+    return load_clip(backbone, checkpoint, precision="fp32", config=config).to("meta")
 
 
 def dpl_row(label: str, clip_model, text_lengths, vision_lengths, reference: ForwardFlops) -> Row:
@@ -270,7 +270,10 @@ def get_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backbone", default="", help="e.g. ViT-B/16, loaded from --clip-checkpoint")
     p.add_argument("--clip-checkpoint", default="",
-                   help="local OpenAI-format CLIP file (default: ~/.cache/clip/<usual name>)")
+                   help="local CLIP file (default: ~/.cache/clip/<usual name>)")
+    p.add_argument("--clip-config", default="", metavar="CONFIG",
+                   help="as MODEL.BACKBONE.CONFIG: an open_clip model-config JSON, or 'openai' for an "
+                        "OpenAI-format file under a --backbone name of your own")
     p.add_argument("--random-init", default="", metavar="ARCH",
                    help="random-init CLIP of this architecture instead (no weights needed)")
     p.add_argument("--artifacts", nargs="+", default=[], help="prompt_config.json files")
@@ -345,7 +348,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if problem:  # checked before minutes of measuring
             exit_error(PROG, f"{flag} {problem}")
     try:
-        clip_model = load_backbone(args.backbone, args.clip_checkpoint, args.random_init)
+        clip_model = load_backbone(args.backbone, args.clip_checkpoint, args.random_init, args.clip_config)
         with tempfile.TemporaryDirectory(prefix="complexity-") as workdir:
             rows, reference = build_rows(args, clip_model, workdir)
     except _user_errors() as err:

@@ -94,12 +94,12 @@ def run_column(label: str, train_args: str, workdir: str) -> Column:
                   tuple(trainer.cfg.INPUT.PIXEL_STD))
 
 
-def zeroshot_column(label: str, backbone: str, checkpoint: str, device) -> Column:
+def zeroshot_column(label: str, backbone: str, checkpoint: str, device, config: str = "") -> Column:
     """Frozen CLIP as a DPL model with no prompt anywhere (exactly zero-shot CLIP)."""
     from dpl.clip_loader import load_clip, preprocess_of
     from dpl.model import build_fixed_model, model_dims
 
-    clip_model = load_clip(backbone, checkpoint, precision="fp32", device=device)
+    clip_model = load_clip(backbone, checkpoint, precision="fp32", device=device, config=config)
     dims = model_dims(clip_model)
     model = build_fixed_model(clip_model, ["object"], [0] * dims["text"]["num_blocks"],
                               [0] * dims["vision"]["num_blocks"])
@@ -156,6 +156,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", default="ViT-B/16", help="backbone of the --zeroshot column")
     p.add_argument("--clip-checkpoint", default="",
                    help="local CLIP file for --zeroshot (default: ~/.cache/clip/<usual name>)")
+    p.add_argument("--clip-config", default="", metavar="CONFIG",
+                   help="as MODEL.BACKBONE.CONFIG, for --zeroshot: an open_clip model-config JSON, or "
+                        "'openai' for an OpenAI-format file under a --backbone name of your own")
     p.add_argument("--template", default=None,
                    help='sentence for DPL models, e.g. "a photo of a {}." (default: each model\'s own)')
     p.add_argument("--block", type=int, default=-1, help="image block whose input is mapped")
@@ -181,7 +184,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="gradcam-") as workdir:
             columns = [zeroshot_column(args.zeroshot_label, args.backbone, args.clip_checkpoint,
-                                       args.device)] if args.zeroshot else []
+                                       args.device, args.clip_config)] if args.zeroshot else []
             columns += [run_column(label, train_args, workdir) for label, train_args in args.run]
             out = render(columns, args.image, args.out, args.template, args.block)
     except _user_errors() as err:

@@ -18,7 +18,9 @@ IGNORED_KEYS = {
 def extend_cfg(cfg):
     """Add every key our trainers and datasets read. Call right after ``get_cfg_default()``."""
     cfg.MODEL.BACKBONE.PATH = ""  # local checkpoint (OpenAI or open_clip format); "" = ~/.cache/clip/<usual name>
-    cfg.MODEL.BACKBONE.CONFIG = ""  # open_clip model-config JSON for architectures open_clip does not list
+    # open_clip model-config JSON for architectures open_clip does not list, or "openai" for an
+    # OpenAI-format file under a NAME of one's own (dpl/clip_loader.py: how a NAME reads a file)
+    cfg.MODEL.BACKBONE.CONFIG = ""
 
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all / base / new (CoOp base-to-new protocol)
     # Draw the few-shot val split from train (disjoint from the K-shot picks) for loaders whose

@@ -10,6 +10,7 @@ def tiny_opts(clip_path: str, epochs: int = 2, shots: int = 2) -> list:
     """KEY VALUE overrides that shrink a paper config to a seconds-long CPU run."""
     return [
         "MODEL.BACKBONE.NAME", "tiny", "MODEL.BACKBONE.PATH", str(clip_path),
+        "MODEL.BACKBONE.CONFIG", "openai",  # an OpenAI-format file under a name of our own
         "INPUT.SIZE", "(32, 32)", "DATALOADER.NUM_WORKERS", "0",
         "DATALOADER.TEST.BATCH_SIZE", "8", "OPTIM.MAX_EPOCH", str(epochs),
         "DATASET.NUM_SHOTS", str(shots), "TRAINER.DPL.SEARCH.VAL_BATCH_SIZE", "4",
