@@ -108,7 +108,9 @@ def resolve_checkpoint(backbone: str, path: str = "") -> str:
                 f"Unknown backbone {backbone!r} and no MODEL.BACKBONE.PATH given"
                 f"{' (close names: ' + ', '.join(close) + ')' if close else ''}. Known OpenAI names: "
                 f"{', '.join(OPENAI_FILENAMES)}. For an open_clip model (e.g. ViT-B-16) or any other "
-                "model, set MODEL.BACKBONE.PATH to its local checkpoint file (nothing is downloaded)."
+                "model, set MODEL.BACKBONE.PATH to its local checkpoint file (nothing is downloaded); "
+                f"under a name of your own also MODEL.BACKBONE.CONFIG ({OPENAI_FORMAT} for an OpenAI-format "
+                "file, else its open_clip model-config JSON)."
             )
         candidate = os.path.join(default_cache_dir(), fname)
     if not os.path.isfile(candidate):
