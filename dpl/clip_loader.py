@@ -154,7 +154,9 @@ def check_unknown_name(backbone: str, file: str) -> None:
 def reads_as_openai(backbone: str, config: str = "") -> bool:
     """True when ``backbone``/``config`` name OpenAI's format without any doubt: an OpenAI name,
     DPL's own ``demo``, or ``MODEL.BACKBONE.CONFIG openai``."""
-    return config == OPENAI_FORMAT or (not config and (backbone in OPENAI_FILENAMES or backbone in LOCAL_OPENAI_NAMES))
+    if config:
+        return config == OPENAI_FORMAT
+    return backbone in OPENAI_FILENAMES or backbone in LOCAL_OPENAI_NAMES
 
 
 def reload_config(record: dict) -> str:
@@ -162,7 +164,7 @@ def reload_config(record: dict) -> str:
     ``MODEL.BACKBONE.CONFIG openai`` existed hold "" for an OpenAI-format file under a name of
     one's own (then read as OpenAI's): that is ``openai`` now."""
     config, name = record.get("config") or "", record.get("name") or ""
-    if config or record.get("config_sha256") or reads_as_openai(name) or name in open_clip.list_models():
+    if config or record.get("config_sha256") or reads_as_openai(name) or is_open_clip_model(name):
         return config
     return OPENAI_FORMAT
 
